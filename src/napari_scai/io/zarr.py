@@ -90,9 +90,11 @@ def write(sdata, path: str | Path, *, overwrite: bool = False) -> Path:
 
 
 def _load_into_memory(sdata) -> None:
-    for name in list(sdata.images) + list(sdata.labels):
-        element = sdata[name]
-        sdata[name] = element.compute() if hasattr(element, "compute") else element
+    from spatialdata import deepcopy
+
+    # Elements read lazily from the store about to be replaced must be in memory first.
+    for name in [*sdata.images, *sdata.labels, *sdata.points]:
+        sdata[name] = deepcopy(sdata[name])
 
 
 def update(sdata, path: str | Path | None = None, elements: Iterable[str] | None = None) -> Path:

@@ -1,0 +1,163 @@
+"""Command line: ``napari-scai view`` (GUI), ``napari-scai info`` and ``napari-scai run`` (headless)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _load(path: str | None, sample: str | None):
+    from napari_scai import io
+    from napari_scai.datasets import load_sample
+
+    if sample:
+        return load_sample(sample)
+    if path is None:
+        raise SystemExit("error: give a PATH or --sample NAME")
+    return io.read(path)
+
+
+def qc_summary(sdata) -> str:
+    """Text QC summary: elements, image sizes, and per table cells/spots, features and counts."""
+    lines = []
+    for name, image in sdata.images.items():
+        first = image if not hasattr(image, "children") or not image.children else next(iter(image.values()))["image"]
+        sizes = dict(zip(first.dims, first.shape, strict=True))
+        levels = len(image.children) if hasattr(image, "children") and image.children else 1
+        lines.append(f"image  {name}: {sizes.get('c', 1)} channel(s), {sizes['y']} x {sizes['x']} px, {levels} level(s)")
+    for name, shapes in sdata.shapes.items():
+        kind = "circles" if "radius" in shapes.columns else "polygons"
+        extra = f", radius {float(shapes['radius'].median()):.1f}" if kind == "circles" else ""
+        lines.append(f"shapes {name}: {len(shapes)} {kind}{extra}")
+    for name, table in sdata.tables.items():
+        x = table.X
+        totals = np.asarray(x.sum(axis=1)).ravel()
+        detected = np.asarray((x > 0).sum(axis=1)).ravel()
+        lines.append(
+            f"table  {name}: {table.n_obs} spots/cells x {table.n_vars} features; "
+            f"median total {np.median(totals):.0f}, median features detected {np.median(detected):.0f}"
+        )
+        cats = [c for c in table.obs.columns if str(table.obs[c].dtype) == "category" and c != "region"]
+        for c in cats[:6]:
+            lines.append(f"       obs['{c}']: {table.obs[c].nunique()} classes, {int(table.obs[c].isna().sum())} missing")
+    return "\n".join(lines)
+
+
+def cmd_info(args) -> int:
+    sdata = _load(args.path, args.sample)
+    print(qc_summary(sdata))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from napari_scai import io
+
+    sdata = _load(args.path, args.sample)
+    print(qc_summary(sdata))
+    if args.domains is not None:
+        from napari_scai.tl import spatial_domains
+
+        adata = spatial_domains(sdata, table=args.table, n_domains=args.domains, device=args.device, seed=args.seed)
+        counts = adata.obs["scai_domain"].value_counts().sort_index()
+        print(f"spatial domains ({args.domains}): " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    if args.compare:
+        from napari_scai.tl import compare
+
+        pred = "scai_domain" if args.domains is not None else args.compare_pred
+        report = compare(sdata, pred, args.compare, table=args.table)
+        print(report)
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not args.overwrite:
+            print(f"error: {out} exists. Fix: pass --overwrite, or choose another --out", file=sys.stderr)
+            return 2
+        io.write(sdata, out, overwrite=args.overwrite)
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_view(args) -> int:  # pragma: no cover - opens a window
+    import napari
+
+    from napari_scai import io
+    from napari_scai.viewer import add_sdata
+    from napari_scai.widgets.overlay import OverlayWidget
+
+    viewer = napari.Viewer(title="napari-scai")
+    sdatas = []
+    if args.sample:
+        sdatas.append(_load(None, args.sample))
+    for p in args.paths:
+        kwargs = {"require_spatial": True} if io.detect_format(p) == "h5ad" else {}
+        sdatas.append(io.read(p, **kwargs))
+    for sdata in sdatas:
+        color = args.color or next(
+            (k for t in sdata.tables.values() for k in ("scai_domain", "layer_manual") if k in t.obs), None
+        )
+        add_sdata(viewer, sdata, color_by=color)
+    viewer.window.add_dock_widget(OverlayWidget(viewer), name="Tissue overlay", area="right")
+    _dock_optional_widgets(viewer)
+    napari.run()
+    return 0
+
+
+def _dock_optional_widgets(viewer) -> None:  # pragma: no cover - GUI
+    import importlib
+
+    for module, cls, title in (
+        ("napari_scai.widgets.domains", "DomainsWidget", "Spatial domains"),
+        ("napari_scai.widgets.annotate", "AnnotateWidget", "Annotate & compare"),
+    ):
+        try:
+            widget_cls = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError):
+            continue
+        viewer.window.add_dock_widget(widget_cls(viewer), name=title, area="right", tabify=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="napari-scai", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    view = sub.add_parser("view", help="open data (or a bundled sample) in napari with the plugin's widgets")
+    view.add_argument("paths", nargs="*", help="Space Ranger outs/, .zarr, .h5ad or .h5")
+    view.add_argument("--sample", choices=["dlpfc_151673"], help="open a bundled sample")
+    view.add_argument("--color", help="obs column or gene to colour spots/cells by")
+    view.set_defaults(func=cmd_view)
+
+    info = sub.add_parser("info", help="print a QC summary of a dataset")
+    info.add_argument("path", nargs="?")
+    info.add_argument("--sample", choices=["dlpfc_151673"])
+    info.set_defaults(func=cmd_info)
+
+    run = sub.add_parser("run", help="headless pipeline: QC summary, optional models, write a .zarr")
+    run.add_argument("path", nargs="?")
+    run.add_argument("--sample", choices=["dlpfc_151673"])
+    run.add_argument("--out", help="SpatialData .zarr to write with the results")
+    run.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    run.add_argument("--table", default="rna", help="table to analyse (default: rna)")
+    run.add_argument("--domains", type=int, metavar="K", help="find K spatial domains (GNN)")
+    run.add_argument("--compare", metavar="KEY", help="compare the predicted domains with obs[KEY]")
+    run.add_argument("--compare-pred", default="scai_domain", help="predicted column for --compare without --domains")
+    run.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    run.add_argument("--seed", type=int, default=0)
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from napari_scai.io import ReadError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ReadError, FileExistsError, KeyError) as err:
+        print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

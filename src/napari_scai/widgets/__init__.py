@@ -1,0 +1,1 @@
+"""Dock widgets (thin: they collect parameters, call ``tl``/``viewer`` and show results)."""

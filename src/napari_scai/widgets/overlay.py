@@ -1,0 +1,196 @@
+"""Tissue overlay dock: colour spots/cells by any key, legend, colorbar limits, screenshot export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import (
+    QComboBox,
+    QCompleter,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_scai.viewer import recolor
+from napari_scai.viewer._export import save_figure
+from napari_scai.widgets._common import notify_error, scai_point_layers
+from napari_scai.widgets.legend import LegendWidget
+
+
+def color_keys(adata) -> list[str]:
+    """Keys offered for colouring: obs columns, then features (symbols where known), then obsm columns."""
+    keys = [c for c in adata.obs.columns if c not in ("region", "instance_id")]
+    if "gene_symbol" in adata.var.columns:
+        keys += list(dict.fromkeys(adata.var["gene_symbol"].astype(str)))
+    else:
+        keys += list(adata.var_names.astype(str))
+    for name, value in adata.obsm.items():
+        if name == "spatial" or not hasattr(value, "shape") or len(value.shape) != 2:
+            continue
+        keys += [f"{name}:{j}" for j in range(min(value.shape[1], 50))]
+    return keys
+
+
+def colorbar_pixmap(colormap: str, width: int = 200, height: int = 12) -> QPixmap:
+    from matplotlib import colormaps
+
+    rgba = (colormaps[colormap](np.linspace(0, 1, width))[:, :3] * 255).astype(np.uint8)
+    img = np.ascontiguousarray(np.repeat(rgba[None], height, axis=0))
+    qimg = QImage(img.data, width, height, 3 * width, QImage.Format.Format_RGB888)
+    return QPixmap.fromImage(qimg.copy())
+
+
+class OverlayWidget(QWidget):
+    """Colour a spots/cells layer by an obs column, a gene/protein/peak, or an obsm column."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.layer_combo = QComboBox()
+        self.key_combo = QComboBox()
+        self.key_combo.setEditable(True)
+        self.key_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.key_combo.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
+        self.key_combo.completer().setFilterMode(Qt.MatchFlag.MatchContains)
+        self.colorbar = QLabel()
+        self.colorbar.setPixmap(colorbar_pixmap("viridis"))
+        self.vmin = QDoubleSpinBox()
+        self.vmax = QDoubleSpinBox()
+        for box in (self.vmin, self.vmax):
+            box.setDecimals(3)
+            box.setRange(-1e12, 1e12)
+            box.setKeyboardTracking(False)
+        self.legend = LegendWidget()
+        self.export_button = QPushButton("Save view as PNG…")
+
+        form = QFormLayout()
+        form.addRow("Layer", self.layer_combo)
+        form.addRow("Colour by", self.key_combo)
+        self.colorbar_row = QWidget()
+        bar = QHBoxLayout(self.colorbar_row)
+        bar.setContentsMargins(0, 0, 0, 0)
+        bar.addWidget(self.vmin)
+        bar.addWidget(self.colorbar, 1)
+        bar.addWidget(self.vmax)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.colorbar_row)
+        layout.addWidget(self.legend, 1)
+        layout.addWidget(self.export_button)
+
+        self.style = None
+        self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
+        self.key_combo.activated.connect(lambda _i: self.set_key(self.key_combo.currentText()))
+        self.key_combo.lineEdit().returnPressed.connect(lambda: self.set_key(self.key_combo.currentText()))
+        self.vmin.valueChanged.connect(self._on_limits)
+        self.vmax.valueChanged.connect(self._on_limits)
+        self.legend.visibilityChanged.connect(lambda _h: self._apply())
+        self.legend.colorChanged.connect(self.set_category_color)
+        self.export_button.clicked.connect(self._on_export)
+        self.viewer.layers.events.inserted.connect(self.refresh_layers)
+        self.viewer.layers.events.removed.connect(self.refresh_layers)
+        self.refresh_layers()
+
+    # --- state -----------------------------------------------------------------------------
+    @property
+    def layer(self):
+        name = self.layer_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def refresh_layers(self, *_args) -> None:
+        current = self.layer_combo.currentText()
+        names = [ly.name for ly in scai_point_layers(self.viewer)]
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        if current in names:
+            self.layer_combo.setCurrentText(current)
+        self.layer_combo.blockSignals(False)
+        self._on_layer_changed()
+
+    def _on_layer_changed(self, *_args) -> None:
+        layer = self.layer
+        self.key_combo.blockSignals(True)
+        self.key_combo.clear()
+        if layer is not None:
+            self.key_combo.addItems(color_keys(layer.metadata["adata"]))
+            key = layer.metadata["scai"].color_key
+            if key:
+                self.key_combo.setCurrentText(key)
+                self._show_style(layer.metadata["scai"].extra.get("style"), key)
+        self.key_combo.blockSignals(False)
+
+    # --- actions -----------------------------------------------------------------------------
+    def set_key(self, key: str) -> None:
+        """Colour the current layer by ``key``; updates layer, legend and colorbar in one step."""
+        layer = self.layer
+        if layer is None or not key:
+            return
+        try:
+            style = recolor(layer, key)
+        except KeyError as err:
+            notify_error(str(err.args[0]))
+            return
+        self.key_combo.setCurrentText(key)
+        self._show_style(style, key)
+
+    def _show_style(self, style, key) -> None:
+        self.style = style
+        if style is None:
+            return
+        if style.kind == "categorical":
+            self.colorbar_row.setVisible(False)
+            self.legend.setVisible(True)
+            self.legend.set_categories(style.categories, style.category_colors, style.counts, hidden=set())
+        else:
+            self.legend.setVisible(False)
+            self.colorbar_row.setVisible(True)
+            self.colorbar.setPixmap(colorbar_pixmap(style.colormap))
+            for box, value in ((self.vmin, style.limits[0]), (self.vmax, style.limits[1])):
+                box.blockSignals(True)
+                box.setValue(value)
+                box.blockSignals(False)
+
+    def _apply(self) -> None:
+        if self.layer is None or self.style is None:
+            return
+        if self.style.kind == "categorical":
+            self.style = recolor(self.layer, self.style.key, hidden=self.legend.hidden())
+        else:
+            self.style = recolor(self.layer, self.style.key, limits=(self.vmin.value(), self.vmax.value()))
+
+    def _on_limits(self, *_args) -> None:
+        if self.style is not None and self.style.kind == "continuous":
+            self._apply()
+
+    def set_category_color(self, category: str, color: str) -> None:
+        """Recolour one class; written to ``uns[f"{key}_colors"]`` so it survives save and reload."""
+        if self.style is None or self.layer is None:
+            return
+        adata = self.layer.metadata["adata"]
+        key = self.style.key
+        colors = list(adata.uns[f"{key}_colors"])
+        cats = [str(c) for c in adata.obs[key].cat.categories]
+        colors[cats.index(category)] = color
+        adata.uns[f"{key}_colors"] = colors
+        hidden = self.legend.hidden()
+        self.style = recolor(self.layer, key, hidden=hidden)
+        self.legend.set_categories(self.style.categories, self.style.category_colors, self.style.counts, hidden)
+
+    def _on_export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save view", "napari-scai-view.png", "PNG (*.png)")
+        if path:
+            self.export(path)
+
+    def export(self, path: str | Path) -> Path:
+        """Save the current canvas with the legend/colorbar as a PNG figure."""
+        return save_figure(self.viewer, path, style=self.style, hidden=self.legend.hidden())

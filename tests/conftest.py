@@ -1,0 +1,32 @@
+"""Shared fixtures: real data from ../shared/data (skipped only when that folder is absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_path(*parts: str) -> Path:
+    """Path inside the shared data folder; skips the test with a reason when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} is absent (a user's clone); these tests need it")
+    return SHARED_DATA.joinpath(*parts)
+
+
+@pytest.fixture(scope="session")
+def dlpfc_sdata_session():
+    """DLPFC 151673 from the bundled sample (session-wide; do not modify: use ``dlpfc_sdata``)."""
+    from napari_scai.datasets import dlpfc_151673
+
+    return dlpfc_151673()
+
+
+@pytest.fixture
+def dlpfc_sdata():
+    """A fresh DLPFC 151673 SpatialData that a test may modify."""
+    from napari_scai.datasets import dlpfc_151673
+
+    return dlpfc_151673()
