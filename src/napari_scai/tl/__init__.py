@@ -1,0 +1,49 @@
+"""User-facing analysis functions on SpatialData (or AnnData). No Qt, no napari.
+
+=========================  ===========================================================
+``spatial_domains``        GNN spatial domains -> ``obs['scai_domain']`` (+ confidence)
+``compare``                prediction vs reference: ARI, NMI, per-class F1, confusion, matching
+``rename_by_matching``     rename predicted domains after their matched reference classes
+``disagreement``           where a (renamed) prediction and the reference differ
+``annotate_from_shapes``   polygons -> class per spot/cell (vectorised point-in-polygon)
+=========================  ===========================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napari_scai.tl._annotate import (
+    annotations_to_geodataframe,
+    annotate_from_shapes,
+    export_annotation_csv,
+    export_geojson,
+    import_annotation_csv,
+    import_geojson,
+    points_in_polygons,
+)
+from napari_scai.tl._compare import CompareReport, compare, disagreement, rename_by_matching
+
+__all__ = [
+    "CompareReport",
+    "annotate_from_shapes",
+    "annotations_to_geodataframe",
+    "compare",
+    "disagreement",
+    "export_annotation_csv",
+    "export_geojson",
+    "import_annotation_csv",
+    "import_geojson",
+    "points_in_polygons",
+    "rename_by_matching",
+    "spatial_domains",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The domain model pulls in torch: import it only when asked for.
+    if name == "spatial_domains":
+        from napari_scai.tl._domains import spatial_domains
+
+        return spatial_domains
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
