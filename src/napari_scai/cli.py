@@ -79,43 +79,42 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_view(args) -> int:  # pragma: no cover - opens a window
+def open_viewer(paths: list[str], sample: str | None = None, color: str | None = None, show: bool = True):
+    """Create a napari viewer with the data drawn and the plugin's docks added; return it."""
     import napari
 
     from napari_scai import io
     from napari_scai.viewer import add_sdata
-    from napari_scai.widgets.overlay import OverlayWidget
 
-    viewer = napari.Viewer(title="napari-scai")
-    sdatas = []
-    if args.sample:
-        sdatas.append(_load(None, args.sample))
-    for p in args.paths:
+    sdatas = [_load(None, sample)] if sample else []
+    for p in paths:
         kwargs = {"require_spatial": True} if io.detect_format(p) == "h5ad" else {}
         sdatas.append(io.read(p, **kwargs))
+    viewer = napari.Viewer(title="napari-scai", show=show)
     for sdata in sdatas:
-        color = args.color or next(
-            (k for t in sdata.tables.values() for k in ("scai_domain", "layer_manual") if k in t.obs), None
+        key = color or next(
+            (k for t in sdata.tables.values() for k in ("scai_domain", "layer_manual", "scai_annotation") if k in t.obs),
+            None,
         )
-        add_sdata(viewer, sdata, color_by=color)
-    viewer.window.add_dock_widget(OverlayWidget(viewer), name="Tissue overlay", area="right")
-    _dock_optional_widgets(viewer)
+        add_sdata(viewer, sdata, color_by=key)
+    for widget in DOCK_WIDGETS:
+        try:
+            viewer.window.add_plugin_dock_widget("napari-scai", widget, tabify=True)
+        except (KeyError, ValueError, ImportError):  # a widget not in this build
+            continue
+    return viewer
+
+
+#: The plugin's dock widgets (display names in napari.yaml), docked by ``napari-scai view``.
+DOCK_WIDGETS = ("Tissue overlay", "Spatial domains", "Annotate", "Compare")
+
+
+def cmd_view(args) -> int:  # pragma: no cover - blocks in the Qt event loop
+    import napari
+
+    open_viewer(args.paths, args.sample, args.color)
     napari.run()
     return 0
-
-
-def _dock_optional_widgets(viewer) -> None:  # pragma: no cover - GUI
-    import importlib
-
-    for module, cls, title in (
-        ("napari_scai.widgets.domains", "DomainsWidget", "Spatial domains"),
-        ("napari_scai.widgets.annotate", "AnnotateWidget", "Annotate & compare"),
-    ):
-        try:
-            widget_cls = getattr(importlib.import_module(module), cls)
-        except (ImportError, AttributeError):
-            continue
-        viewer.window.add_dock_widget(widget_cls(viewer), name=title, area="right", tabify=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     from napari_scai.io import ReadError
+
+    # Library deprecation chatter is not for the command line user.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
 
     args = build_parser().parse_args(argv)
     try:

@@ -1,0 +1,246 @@
+"""Spatial-domains dock: pick table, K, device and seed; Run off the main thread; Cancel."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_scai.widgets._common import notify_error, scai_point_layers
+
+
+def available_devices() -> list[tuple[str, bool]]:
+    """(device name, usable) pairs: ``auto``, ``cpu`` and every CUDA device torch can see."""
+    import torch
+
+    devices = [("auto", True), ("cpu", True)]
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    devices += [(f"cuda:{i}", True) for i in range(n)] or [("cuda (not available)", False)]
+    return devices
+
+
+class _Relay(QObject):
+    """Carries progress from the worker thread to the GUI thread (queued signal)."""
+
+    progress = Signal(int, int, str)
+
+
+class DomainsWidget(QWidget):
+    """Find spatial domains with the GNN and draw them (and their confidence) on the tissue."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.layer_combo = QComboBox()
+        self.table_combo = QComboBox()
+        self.n_domains = QSpinBox()
+        self.n_domains.setRange(2, 50)
+        self.n_domains.setValue(7)
+        self.auto_k = QCheckBox("choose K automatically (BIC)")
+        self.device_combo = QComboBox()
+        for name, usable in available_devices():
+            self.device_combo.addItem(name)
+            if not usable:
+                self.device_combo.model().item(self.device_combo.count() - 1).setEnabled(False)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.advanced = QGroupBox("Advanced")
+        self.advanced.setCheckable(True)
+        self.advanced.setChecked(False)
+        self.epochs = QSpinBox()
+        self.epochs.setRange(0, 100000)
+        self.epochs.setSpecialValueText("default")
+        self.refine = QCheckBox("neighbour-majority refinement")
+        adv = QFormLayout(self.advanced)
+        adv.addRow("Epochs", self.epochs)
+        adv.addRow(self.refine)
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Spots/cells layer", self.layer_combo)
+        form.addRow("Table", self.table_combo)
+        form.addRow("Domains (K)", self.n_domains)
+        form.addRow("", self.auto_k)
+        form.addRow("Device", self.device_combo)
+        form.addRow("Seed", self.seed)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.advanced)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self._relay = _Relay()
+        self._relay.progress.connect(self._on_progress)
+        self._cancel: threading.Event | None = None
+        self.worker = None
+        self.result = None
+        self.auto_k.toggled.connect(lambda on: self.n_domains.setEnabled(not on))
+        self.layer_combo.currentIndexChanged.connect(self._refresh_tables)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.viewer.layers.events.inserted.connect(self.refresh_layers)
+        self.viewer.layers.events.removed.connect(self.refresh_layers)
+        self.refresh_layers()
+
+    # --- layer/table selection ------------------------------------------------------------------
+    @property
+    def layer(self):
+        name = self.layer_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def refresh_layers(self, *_args) -> None:
+        current = self.layer_combo.currentText()
+        names = [ly.name for ly in scai_point_layers(self.viewer) if not ly.metadata["scai"].extra.get("derived")]
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        if current in names:
+            self.layer_combo.setCurrentText(current)
+        self.layer_combo.blockSignals(False)
+        self._refresh_tables()
+
+    def _refresh_tables(self, *_args) -> None:
+        self.table_combo.clear()
+        layer = self.layer
+        if layer is not None:
+            source = layer.metadata["scai"]
+            sdata = layer.metadata["sdata"]
+            tables = [t for t in sdata.tables if sdata.tables[t].n_obs == len(layer.data)] or list(sdata.tables)
+            self.table_combo.addItems(tables)
+            if source.table in tables:
+                self.table_combo.setCurrentText(source.table)
+
+    # --- running ---------------------------------------------------------------------------------
+    def parameters(self) -> dict[str, Any]:
+        """The keyword arguments passed to :func:`napari_scai.tl.spatial_domains`."""
+        device = self.device_combo.currentText()
+        params: dict[str, Any] = {
+            "table": self.table_combo.currentText(),
+            "n_domains": None if self.auto_k.isChecked() else self.n_domains.value(),
+            "device": device,
+            "seed": self.seed.value(),
+        }
+        if self.advanced.isChecked():
+            if self.epochs.value() > 0:
+                params["epochs"] = self.epochs.value()
+            params["refine"] = self.refine.isChecked()
+        return params
+
+    def run(self) -> None:
+        """Start the model in a worker thread (progress bar + Cancel stay responsive)."""
+        from napari.qt.threading import create_worker
+
+        from napari_scai.tl import spatial_domains
+
+        layer = self.layer
+        if layer is None:
+            notify_error("No spots/cells layer. Fix: open a dataset with napari-scai first")
+            return
+        sdata = layer.metadata["sdata"]
+        params = self.parameters()
+        self._cancel = threading.Event()
+        relay = self._relay
+
+        def job():
+            return spatial_domains(
+                sdata, progress=lambda i, n, msg: relay.progress.emit(i, n, msg), cancel=self._cancel, **params
+            )
+
+        self.result = None
+        self.worker = create_worker(job, _start_thread=False)
+        self.worker.returned.connect(self._on_done)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)
+        self.status.setText(f"running on {params['device']}…")
+        self.worker.start()
+
+    def cancel(self) -> None:
+        """Ask the running model to stop at its next check (each epoch)."""
+        if self._cancel is not None:
+            self._cancel.set()
+            self.status.setText("cancelling…")
+
+    def _on_progress(self, step: int, total: int, message: str) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(step)
+        if message:
+            self.status.setText(message)
+
+    def _on_done(self, adata) -> None:
+        from napari_scai.viewer import recolor
+
+        self.result = adata
+        layer = self.layer
+        recolor(layer, "scai_domain")
+        self._show_confidence(layer)
+        k = adata.obs["scai_domain"].nunique()
+        self.status.setText(f"done: {k} domains in obs['scai_domain'] (confidence in obs['scai_domain_confidence'])")
+
+    def _show_confidence(self, layer) -> None:
+        from napari_scai.viewer import recolor
+
+        name = f"{layer.name} confidence"
+        if name in self.viewer.layers:
+            recolor(self.viewer.layers[name], "scai_domain_confidence", limits=(0.0, 1.0))
+            return
+        conf = self.viewer.add_points(
+            layer.data,
+            size=layer.size,
+            border_width=0,
+            name=name,
+            visible=False,
+            features=layer.features[["id"]].copy(),
+            metadata={**layer.metadata, "scai": _derived_source(layer.metadata["scai"])},
+            **{k: getattr(layer, k) for k in ("scale", "translate")},
+        )
+        recolor(conf, "scai_domain_confidence", limits=(0.0, 1.0), colormap="magma")
+
+    def _on_error(self, err: Exception) -> None:
+        from napari_scai.models import Cancelled
+
+        if isinstance(err, Cancelled):
+            self.status.setText("cancelled: nothing was written")
+        else:
+            self.status.setText(f"failed: {err}")
+            notify_error(f"Spatial domains failed: {err}")
+
+    def _on_finished(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if self.result is not None else 0)
+        self._cancel = None
+
+
+def _derived_source(source):
+    from dataclasses import replace
+
+    return replace(source, color_key=None, extra={**source.extra, "derived": True})
