@@ -12,7 +12,9 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def shared_path(*parts: str) -> Path:
     """Path inside the shared data folder; skips the test with a reason when it is absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data folder {SHARED_DATA} is absent (a user's clone); these tests need it")
+        pytest.skip(
+            f"shared data folder {SHARED_DATA} is absent (a user's clone); these tests need it"
+        )
     return SHARED_DATA.joinpath(*parts)
 
 

@@ -20,7 +20,10 @@ def test_info_sample(capsys):
 
 
 def test_info_citeseq_tables(capsys):
-    assert main(["info", str(shared_path("citeseq", "eccite_pbmc_control_citefuse_500cells.h5ad"))]) == 0
+    assert (
+        main(["info", str(shared_path("citeseq", "eccite_pbmc_control_citefuse_500cells.h5ad"))])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "table  protein: 500 spots/cells x 49 features" in out
     assert "table  rna: 500 spots/cells x 19521 features" in out
@@ -38,7 +41,10 @@ def test_run_writes_store(tmp_path, capsys):
 
 def test_bad_path_is_one_clear_line():
     proc = subprocess.run(
-        [sys.executable, "-m", "napari_scai.cli", "info", "/no/such/folder"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "napari_scai.cli", "info", "/no/such/folder"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

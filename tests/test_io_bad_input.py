@@ -76,7 +76,9 @@ def test_barcodes_not_matching_positions(visium_copy):
     pos.write_text(text)
     with pytest.raises(ReadError, match="none of the 100 matrix barcodes") as info:
         io.read_visium(visium_copy)
-    assert "tissue_positions_list.csv" in str(info.value) and "same Space Ranger run" in str(info.value)
+    assert "tissue_positions_list.csv" in str(info.value) and "same Space Ranger run" in str(
+        info.value
+    )
 
 
 def test_some_barcodes_without_position(visium_copy):
@@ -86,7 +88,9 @@ def test_some_barcodes_without_position(visium_copy):
     barcode = sc.read_10x_h5(visium_copy / "filtered_feature_bc_matrix.h5").obs_names[5]
     lines = [ln for ln in pos.read_text().splitlines() if not ln.startswith(barcode)]
     pos.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ReadError, match=f"1 of 100 matrix barcodes have no position \\(e.g. {barcode}\\)"):
+    with pytest.raises(
+        ReadError, match=f"1 of 100 matrix barcodes have no position \\(e.g. {barcode}\\)"
+    ):
         io.read_visium(visium_copy)
 
 
@@ -145,7 +149,11 @@ def test_10x_h5_feature_types_split(tmp_path):
     f = tmp_path / "multi.h5"
     write_10x_h5(f, counts, [f"BC{i}-1" for i in range(6)], feats)
     sdata = io.read(f)
-    assert {k: v.shape for k, v in sdata.tables.items()} == {"rna": (6, 4), "protein": (6, 2), "atac": (6, 1)}
+    assert {k: v.shape for k, v in sdata.tables.items()} == {
+        "rna": (6, 4),
+        "protein": (6, 2),
+        "atac": (6, 1),
+    }
     np.testing.assert_array_equal(sdata.tables["protein"].X.toarray(), counts[:, 4:6])
     assert list(sdata.tables["protein"].var_names) == ["CD3", "CD19"]
 
@@ -157,12 +165,17 @@ def test_visium_citeseq_tables(visium_copy):
     h5 = visium_copy / "filtered_feature_bc_matrix.h5"
     base = sc.read_10x_h5(h5)
     counts = np.hstack([base.X.toarray(), np.arange(200).reshape(100, 2)])
-    feats = [(g, g, "Gene Expression") for g in base.var["gene_ids"]] + [("CD4", "CD4", "Antibody Capture"), ("CD8", "CD8", "Antibody Capture")]
+    feats = [(g, g, "Gene Expression") for g in base.var["gene_ids"]] + [
+        ("CD4", "CD4", "Antibody Capture"),
+        ("CD8", "CD8", "Antibody Capture"),
+    ]
     write_10x_h5(h5, counts, list(base.obs_names), feats)
     sdata = io.read_visium(visium_copy)
     assert set(sdata.tables) == {"rna", "protein"}
     assert sdata.tables["protein"].shape == (100, 2)
-    np.testing.assert_array_equal(sdata.tables["protein"].obs["instance_id"], sdata.tables["rna"].obs["instance_id"])
+    np.testing.assert_array_equal(
+        sdata.tables["protein"].obs["instance_id"], sdata.tables["rna"].obs["instance_id"]
+    )
 
 
 def test_v2_positions_with_header_and_parquet(visium_copy):
@@ -171,31 +184,51 @@ def test_v2_positions_with_header_and_parquet(visium_copy):
     spatial = visium_copy / "spatial"
     v1 = spatial / "tissue_positions_list.csv"
     df = pd.read_csv(v1, header=None)
-    df.columns = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
+    df.columns = [
+        "barcode",
+        "in_tissue",
+        "array_row",
+        "array_col",
+        "pxl_row_in_fullres",
+        "pxl_col_in_fullres",
+    ]
     reference = io.read_visium(visium_copy).tables["rna"].obsm["spatial"]
     v1.unlink()
     df.to_csv(spatial / "tissue_positions.csv", index=False)
-    np.testing.assert_array_equal(io.read_visium(visium_copy).tables["rna"].obsm["spatial"], reference)
+    np.testing.assert_array_equal(
+        io.read_visium(visium_copy).tables["rna"].obsm["spatial"], reference
+    )
     (spatial / "tissue_positions.csv").unlink()
     df.to_parquet(spatial / "tissue_positions.parquet")
-    np.testing.assert_array_equal(io.read_visium(visium_copy).tables["rna"].obsm["spatial"], reference)
+    np.testing.assert_array_equal(
+        io.read_visium(visium_copy).tables["rna"].obsm["spatial"], reference
+    )
 
 
 def test_h5ad_with_scanpy_visium_images(tmp_path):
     """h5ad in scanpy's Visium layout (images + scale factors in uns['spatial']) keeps its H&E."""
     sdata = io.read_visium(shared_path("visium", "dlpfc_151673"))
     rna = sdata.tables["rna"]
-    a = ad.AnnData(rna.X.copy(), obs=rna.obs[["array_row", "array_col"]].copy(), var=rna.var[[]].copy())
+    a = ad.AnnData(
+        rna.X.copy(), obs=rna.obs[["array_row", "array_col"]].copy(), var=rna.var[[]].copy()
+    )
     a.obsm["spatial"] = rna.obsm["spatial"]
     img = np.asarray(sdata.images["dlpfc_151673_lowres_image"]).transpose(1, 2, 0)
-    a.uns["spatial"] = {"lib1": {"images": {"lowres": img / 255.0}, "scalefactors": rna.uns["spatial"]["dlpfc_151673"]["scalefactors"]}}
+    a.uns["spatial"] = {
+        "lib1": {
+            "images": {"lowres": img / 255.0},
+            "scalefactors": rna.uns["spatial"]["dlpfc_151673"]["scalefactors"],
+        }
+    }
     f = tmp_path / "visium.h5ad"
     a.write_h5ad(f)
     back = io.read_h5ad(f)
     assert "lib1_lowres_image" in back.images
     spots = back.shapes["visium_spots"]
     np.testing.assert_allclose(spots["radius"], 96.40082438014726 / 2)
-    np.testing.assert_array_equal(np.asarray(back.images["lib1_lowres_image"]).transpose(1, 2, 0), img)
+    np.testing.assert_array_equal(
+        np.asarray(back.images["lib1_lowres_image"]).transpose(1, 2, 0), img
+    )
     del a.uns["spatial"]["lib1"]["scalefactors"]["tissue_lowres_scalef"]
     a.write_h5ad(f)
     with pytest.raises(ReadError, match="tissue_lowres_scalef"):

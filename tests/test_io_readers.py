@@ -10,7 +10,11 @@ from napari_scai import io
 from tests.conftest import shared_path
 
 VISIUM = ["dlpfc_151673", "dlpfc_151674", "spaceranger_v1_tiny"]
-VISIUM_SHAPE = {"dlpfc_151673": (3639, 5000), "dlpfc_151674": (3673, 5000), "spaceranger_v1_tiny": (100, 100)}
+VISIUM_SHAPE = {
+    "dlpfc_151673": (3639, 5000),
+    "dlpfc_151674": (3673, 5000),
+    "spaceranger_v1_tiny": (100, 100),
+}
 
 H5AD = {
     # path: (expected tables with shapes, has coordinates)
@@ -33,7 +37,9 @@ H5AD = {
 def image_extent_fullres(sdata, name):
     """(x_max, y_max) of an image in the global (full-res pixel) coordinate system."""
     image = sdata.images[name]
-    matrix = get_transformation(image, "global").to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+    matrix = get_transformation(image, "global").to_affine_matrix(
+        input_axes=("x", "y"), output_axes=("x", "y")
+    )
     corner = matrix @ np.array([image.sizes["x"], image.sizes["y"], 1.0])
     origin = matrix @ np.array([0.0, 0.0, 1.0])
     return origin[:2], corner[:2]
@@ -113,7 +119,9 @@ def test_cycif_coordinates_from_obs_columns():
 
     raw = ad.read_h5ad(path)
     sdata = io.read_h5ad(path)
-    np.testing.assert_allclose(sdata.tables["protein"].obsm["spatial"][:, 0], raw.obs["X_centroid"].to_numpy())
+    np.testing.assert_allclose(
+        sdata.tables["protein"].obsm["spatial"][:, 0], raw.obs["X_centroid"].to_numpy()
+    )
 
 
 def test_zarr_round_trip(tmp_path, dlpfc_sdata):
@@ -127,7 +135,8 @@ def test_zarr_round_trip(tmp_path, dlpfc_sdata):
     assert a.obs["layer_manual"].equals(b.obs["layer_manual"])
     assert list(b.uns["layer_manual_colors"]) == list(a.uns["layer_manual_colors"])
     np.testing.assert_array_equal(
-        np.asarray(back.images["dlpfc_151673_lowres_image"]), np.asarray(dlpfc_sdata.images["dlpfc_151673_lowres_image"])
+        np.asarray(back.images["dlpfc_151673_lowres_image"]),
+        np.asarray(dlpfc_sdata.images["dlpfc_151673_lowres_image"]),
     )
 
 

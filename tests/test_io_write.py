@@ -17,7 +17,10 @@ def _add_results(sdata):
     rna = sdata.tables["rna"]
     rna.obs["scai_domain"] = pd.Categorical(np.arange(rna.n_obs) % 7)
     sdata.shapes["annotations"] = ShapesModel.parse(
-        gpd.GeoDataFrame({"class": ["L1"], "color": ["#ff0000"]}, geometry=[Polygon([(0, 0), (500, 0), (500, 500)])])
+        gpd.GeoDataFrame(
+            {"class": ["L1"], "color": ["#ff0000"]},
+            geometry=[Polygon([(0, 0), (500, 0), (500, 500)])],
+        )
     )
 
 
@@ -29,7 +32,9 @@ def test_update_adds_columns_and_shapes(tmp_path, dlpfc_sdata):
     back = io.read(store)
     assert "annotations" in back.shapes
     assert back.shapes["annotations"]["class"].tolist() == ["L1"]
-    np.testing.assert_array_equal(back.tables["rna"].obs["scai_domain"].astype(int), np.arange(back.tables["rna"].n_obs) % 7)
+    np.testing.assert_array_equal(
+        back.tables["rna"].obs["scai_domain"].astype(int), np.arange(back.tables["rna"].n_obs) % 7
+    )
     # images untouched, no leftovers next to the store
     assert "dlpfc_151673_lowres_image" in back.images
     assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"]

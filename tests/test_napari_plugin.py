@@ -30,7 +30,9 @@ def test_sample_spots_sit_on_tissue(make_napari_viewer, qtbot):
     shot = canvas_shot(viewer)
     assert shot[..., :3].std() > 10, "blank screenshot: the canvas did not render"
     rc = np.round(world_to_screen(viewer, shot, points.data)).astype(int)
-    inside = (rc[:, 0] >= 0) & (rc[:, 0] < shot.shape[0]) & (rc[:, 1] >= 0) & (rc[:, 1] < shot.shape[1])
+    inside = (
+        (rc[:, 0] >= 0) & (rc[:, 0] < shot.shape[0]) & (rc[:, 1] >= 0) & (rc[:, 1] < shot.shape[1])
+    )
     assert inside.all(), "some spots fall outside the rendered canvas"
     on_tissue = is_tissue(shot[rc[:, 0], rc[:, 1], :3])
     assert on_tissue.mean() > 0.97, f"only {on_tissue.mean():.1%} of spot centres are on tissue"
@@ -38,7 +40,12 @@ def test_sample_spots_sit_on_tissue(make_napari_viewer, qtbot):
     # so the check above can fail when the image and spots are misregistered.
     shifted = points.data + np.array([0, 0.45 * np.ptp(points.data[:, 1])])
     rc2 = np.round(world_to_screen(viewer, shot, shifted)).astype(int)
-    ok = (rc2[:, 0] >= 0) & (rc2[:, 0] < shot.shape[0]) & (rc2[:, 1] >= 0) & (rc2[:, 1] < shot.shape[1])
+    ok = (
+        (rc2[:, 0] >= 0)
+        & (rc2[:, 0] < shot.shape[0])
+        & (rc2[:, 1] >= 0)
+        & (rc2[:, 1] < shot.shape[1])
+    )
     assert is_tissue(shot[rc2[ok, 0], rc2[ok, 1], :3]).sum() < 0.8 * len(rc2)
 
 
@@ -52,7 +59,9 @@ def test_reader_opens_visium_folder(make_napari_viewer):
 
 def test_reader_opens_h5ad_cells(make_napari_viewer):
     viewer = make_napari_viewer()
-    layers = viewer.open(str(shared_path("imaging", "starmap_v1_by3_wang2018.h5ad")), plugin="napari-scai")
+    layers = viewer.open(
+        str(shared_path("imaging", "starmap_v1_by3_wang2018.h5ad")), plugin="napari-scai"
+    )
     assert [ly._type_string for ly in layers] == ["points"]
     assert len(layers[0].data) == 1549
 

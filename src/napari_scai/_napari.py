@@ -22,7 +22,11 @@ def read_layers(path: str | Path) -> list:
     kwargs = {"require_spatial": True} if fmt == "h5ad" else {}
     sdata = read(path, **kwargs)
     if not sdata.shapes and not sdata.images:
-        raise ReadError(path, "no images and no spatial coordinates to draw", "open it in Python with napari_scai.io.read, or add obsm['spatial']")
+        raise ReadError(
+            path,
+            "no images and no spatial coordinates to draw",
+            "open it in Python with napari_scai.io.read, or add obsm['spatial']",
+        )
     return sdata_layers(sdata, color_by=_default_color(sdata))
 
 

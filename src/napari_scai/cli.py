@@ -24,10 +24,16 @@ def qc_summary(sdata) -> str:
     """Text QC summary: elements, image sizes, and per table cells/spots, features and counts."""
     lines = []
     for name, image in sdata.images.items():
-        first = image if not hasattr(image, "children") or not image.children else next(iter(image.values()))["image"]
+        first = (
+            image
+            if not hasattr(image, "children") or not image.children
+            else next(iter(image.values()))["image"]
+        )
         sizes = dict(zip(first.dims, first.shape, strict=True))
         levels = len(image.children) if hasattr(image, "children") and image.children else 1
-        lines.append(f"image  {name}: {sizes.get('c', 1)} channel(s), {sizes['y']} x {sizes['x']} px, {levels} level(s)")
+        lines.append(
+            f"image  {name}: {sizes.get('c', 1)} channel(s), {sizes['y']} x {sizes['x']} px, {levels} level(s)"
+        )
     for name, shapes in sdata.shapes.items():
         kind = "circles" if "radius" in shapes.columns else "polygons"
         extra = f", radius {float(shapes['radius'].median()):.1f}" if kind == "circles" else ""
@@ -40,9 +46,13 @@ def qc_summary(sdata) -> str:
             f"table  {name}: {table.n_obs} spots/cells x {table.n_vars} features; "
             f"median total {np.median(totals):.0f}, median features detected {np.median(detected):.0f}"
         )
-        cats = [c for c in table.obs.columns if str(table.obs[c].dtype) == "category" and c != "region"]
+        cats = [
+            c for c in table.obs.columns if str(table.obs[c].dtype) == "category" and c != "region"
+        ]
         for c in cats[:6]:
-            lines.append(f"       obs['{c}']: {table.obs[c].nunique()} classes, {int(table.obs[c].isna().sum())} missing")
+            lines.append(
+                f"       obs['{c}']: {table.obs[c].nunique()} classes, {int(table.obs[c].isna().sum())} missing"
+            )
     return "\n".join(lines)
 
 
@@ -60,9 +70,14 @@ def cmd_run(args) -> int:
     if args.domains is not None:
         from napari_scai.tl import spatial_domains
 
-        adata = spatial_domains(sdata, table=args.table, n_domains=args.domains, device=args.device, seed=args.seed)
+        adata = spatial_domains(
+            sdata, table=args.table, n_domains=args.domains, device=args.device, seed=args.seed
+        )
         counts = adata.obs["scai_domain"].value_counts().sort_index()
-        print(f"spatial domains ({args.domains}): " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+        print(
+            f"spatial domains ({args.domains}): "
+            + ", ".join(f"{k}: {v}" for k, v in counts.items())
+        )
     if args.compare:
         from napari_scai.tl import compare
 
@@ -72,14 +87,19 @@ def cmd_run(args) -> int:
     if args.out:
         out = Path(args.out)
         if out.exists() and not args.overwrite:
-            print(f"error: {out} exists. Fix: pass --overwrite, or choose another --out", file=sys.stderr)
+            print(
+                f"error: {out} exists. Fix: pass --overwrite, or choose another --out",
+                file=sys.stderr,
+            )
             return 2
         io.write(sdata, out, overwrite=args.overwrite)
         print(f"wrote {out}")
     return 0
 
 
-def open_viewer(paths: list[str], sample: str | None = None, color: str | None = None, show: bool = True):
+def open_viewer(
+    paths: list[str], sample: str | None = None, color: str | None = None, show: bool = True
+):
     """Create a napari viewer with the data drawn and the plugin's docks added; return it."""
     import napari
 
@@ -93,7 +113,12 @@ def open_viewer(paths: list[str], sample: str | None = None, color: str | None =
     viewer = napari.Viewer(title="napari-scai", show=show)
     for sdata in sdatas:
         key = color or next(
-            (k for t in sdata.tables.values() for k in ("scai_domain", "layer_manual", "scai_annotation") if k in t.obs),
+            (
+                k
+                for t in sdata.tables.values()
+                for k in ("scai_domain", "layer_manual", "scai_annotation")
+                if k in t.obs
+            ),
             None,
         )
         add_sdata(viewer, sdata, color_by=key)
@@ -121,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-scai", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    view = sub.add_parser("view", help="open data (or a bundled sample) in napari with the plugin's widgets")
+    view = sub.add_parser(
+        "view", help="open data (or a bundled sample) in napari with the plugin's widgets"
+    )
     view.add_argument("paths", nargs="*", help="Space Ranger outs/, .zarr, .h5ad or .h5")
     view.add_argument("--sample", choices=["dlpfc_151673"], help="open a bundled sample")
     view.add_argument("--color", help="obs column or gene to colour spots/cells by")
@@ -132,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--sample", choices=["dlpfc_151673"])
     info.set_defaults(func=cmd_info)
 
-    run = sub.add_parser("run", help="headless pipeline: QC summary, optional models, write a .zarr")
+    run = sub.add_parser(
+        "run", help="headless pipeline: QC summary, optional models, write a .zarr"
+    )
     run.add_argument("path", nargs="?")
     run.add_argument("--sample", choices=["dlpfc_151673"])
     run.add_argument("--out", help="SpatialData .zarr to write with the results")
@@ -140,7 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--table", default="rna", help="table to analyse (default: rna)")
     run.add_argument("--domains", type=int, metavar="K", help="find K spatial domains (GNN)")
     run.add_argument("--compare", metavar="KEY", help="compare the predicted domains with obs[KEY]")
-    run.add_argument("--compare-pred", default="scai_domain", help="predicted column for --compare without --domains")
+    run.add_argument(
+        "--compare-pred",
+        default="scai_domain",
+        help="predicted column for --compare without --domains",
+    )
     run.add_argument("--device", default="auto", help="auto, cpu or cuda")
     run.add_argument("--seed", type=int, default=0)
     run.set_defaults(func=cmd_run)

@@ -23,14 +23,20 @@ def sample_data_dir() -> Path:
     )
 
 
-def add_layer_labels(sdata, labels_csv: str | Path, table: str = "rna", key: str = "layer_manual") -> None:
+def add_layer_labels(
+    sdata, labels_csv: str | Path, table: str = "rna", key: str = "layer_manual"
+) -> None:
     """Add manual DLPFC layer labels (``barcode,layer_manual`` CSV) as a categorical column."""
     adata = sdata.tables[table]
     labels = pd.read_csv(labels_csv, index_col=0).iloc[:, 0]
     values = labels.reindex(adata.obs_names)
-    cats = [c for c in DLPFC_LAYERS if c in set(values.dropna())] + sorted(set(values.dropna()) - set(DLPFC_LAYERS))
+    cats = [c for c in DLPFC_LAYERS if c in set(values.dropna())] + sorted(
+        set(values.dropna()) - set(DLPFC_LAYERS)
+    )
     adata.obs[key] = pd.Categorical(values.to_numpy(), categories=cats)
-    adata.uns[f"{key}_colors"] = [DLPFC_LAYER_COLORS[DLPFC_LAYERS.index(c)] if c in DLPFC_LAYERS else "#000000" for c in cats]
+    adata.uns[f"{key}_colors"] = [
+        DLPFC_LAYER_COLORS[DLPFC_LAYERS.index(c)] if c in DLPFC_LAYERS else "#000000" for c in cats
+    ]
 
 
 def add_gene_symbols(sdata, symbols_tsv: str | Path, table: str = "rna") -> None:

@@ -58,7 +58,9 @@ def read(path: str | Path, **kwargs):
     """Open any supported path as a SpatialData (see the module docstring for formats)."""
     path = Path(path)
     if not path.exists():
-        raise ReadError(path, "the path does not exist", "check the spelling, or give the full path")
+        raise ReadError(
+            path, "the path does not exist", "check the spelling, or give the full path"
+        )
     fmt = detect_format(path)
     if fmt == "zarr":
         return read_zarr(path)

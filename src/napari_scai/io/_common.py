@@ -75,7 +75,11 @@ def image_to_cyx(array: np.ndarray, path: Path) -> np.ndarray:
         if array.shape[-1] == 4:
             array = array[..., :3]
         return np.moveaxis(array, -1, 0)
-    raise ReadError(path, f"image of shape {array.shape} is neither greyscale nor RGB(A)", "pass a 2D greyscale or an RGB image")
+    raise ReadError(
+        path,
+        f"image of shape {array.shape} is neither greyscale nor RGB(A)",
+        "pass a 2D greyscale or an RGB image",
+    )
 
 
 def build_spatialdata(
@@ -109,9 +113,9 @@ def build_spatialdata(
         Integer ids of the observations; default 0..n-1.
     """
     import spatialdata as sd
+    from spatialdata import sanitize_table
     from spatialdata.models import Image2DModel, ShapesModel, TableModel
     from spatialdata.transformations import Identity, Scale
-    from spatialdata import sanitize_table
 
     shapes = {}
     region = None

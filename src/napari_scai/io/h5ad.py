@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from napari_scai.io._common import ReadError, build_spatialdata, check_exists, image_to_cyx, sanitize_name
+from napari_scai.io._common import (
+    ReadError,
+    build_spatialdata,
+    check_exists,
+    image_to_cyx,
+    sanitize_name,
+)
 
 #: obsm keys tried, in order, for (x, y) coordinates.
 SPATIAL_OBSM_KEYS = ("spatial", "X_spatial", "spatial_coords", "xy")
@@ -50,7 +56,9 @@ def guess_modality(adata: AnnData) -> str:
     return "rna"
 
 
-def find_coordinates(adata: AnnData, spatial_key: str | None) -> tuple[np.ndarray | None, str | None]:
+def find_coordinates(
+    adata: AnnData, spatial_key: str | None
+) -> tuple[np.ndarray | None, str | None]:
     """Return (n, 2) x/y coordinates and where they came from, or (None, None)."""
     if spatial_key is not None:
         if spatial_key in adata.obsm:
@@ -71,7 +79,11 @@ def estimate_radius(coords: np.ndarray) -> float:
 
     if len(coords) < 2:
         return 1.0
-    sample = coords if len(coords) <= 20000 else coords[np.random.default_rng(0).choice(len(coords), 20000, replace=False)]
+    sample = (
+        coords
+        if len(coords) <= 20000
+        else coords[np.random.default_rng(0).choice(len(coords), 20000, replace=False)]
+    )
     dist, _ = cKDTree(coords).query(sample, k=2)
     med = float(np.median(dist[:, 1]))
     return med / 2 if med > 0 else 1.0
@@ -118,7 +130,10 @@ def _uns_images(adata: AnnData, path: Path, sample: str) -> tuple[dict, float | 
             img = np.asarray(array)
             if img.dtype.kind == "f" and img.max() <= 1.0:
                 img = (img * 255).round().astype(np.uint8)
-            images[f"{sanitize_name(library)}_{res}_image"] = (image_to_cyx(img, path), float(factors[key]))
+            images[f"{sanitize_name(library)}_{res}_image"] = (
+                image_to_cyx(img, path),
+                float(factors[key]),
+            )
         if "spot_diameter_fullres" in factors:
             diameter = float(factors["spot_diameter_fullres"])
     return images, diameter
@@ -167,7 +182,11 @@ def read_h5ad(
     try:
         adata = ad.read_h5ad(path)
     except Exception as err:  # noqa: BLE001 - h5py/anndata raise many types for a bad file
-        raise ReadError(path, f"not a readable AnnData file ({type(err).__name__}: {err})", "pass a file written by AnnData/scanpy (.h5ad)") from err
+        raise ReadError(
+            path,
+            f"not a readable AnnData file ({type(err).__name__}: {err})",
+            "pass a file written by AnnData/scanpy (.h5ad)",
+        ) from err
     sample = sanitize_name(sample or path.name.removesuffix(".h5ad"))
     adata.obs_names_make_unique()
     coords, source = find_coordinates(adata, spatial_key)
@@ -182,13 +201,26 @@ def read_h5ad(
         )
     if coords is not None and not np.isfinite(coords).all():
         bad = int((~np.isfinite(coords)).any(axis=1).sum())
-        raise ReadError(path, f"{bad} observations have NaN/inf coordinates in {source}", "drop those observations or fill their coordinates")
+        raise ReadError(
+            path,
+            f"{bad} observations have NaN/inf coordinates in {source}",
+            "drop those observations or fill their coordinates",
+        )
     images, diameter = _uns_images(adata, path, sample)
     adata.uns.pop("spatial", None) if images else None
     extra = _obsm_tables(adata)
     name = modality or guess_modality(adata)
     tables = {name: adata, **{k: v for k, v in extra.items() if k != name}}
     if radius is None:
-        radius = diameter / 2 if diameter else (estimate_radius(coords) if coords is not None else None)
+        radius = (
+            diameter / 2 if diameter else (estimate_radius(coords) if coords is not None else None)
+        )
     suffix = "spots" if images else "cells"
-    return build_spatialdata(sample=sample, tables=tables, coords=coords, radius=radius, shapes_suffix=suffix, images=images)
+    return build_spatialdata(
+        sample=sample,
+        tables=tables,
+        coords=coords,
+        radius=radius,
+        shapes_suffix=suffix,
+        images=images,
+    )

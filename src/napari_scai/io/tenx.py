@@ -19,7 +19,9 @@ def read_10x_counts(path: str | Path) -> AnnData:
     import scanpy as sc
 
     path = Path(path)
-    check_exists(path, "the count matrix", "pass the path of a filtered_feature_bc_matrix.h5 file or folder")
+    check_exists(
+        path, "the count matrix", "pass the path of a filtered_feature_bc_matrix.h5 file or folder"
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -53,5 +55,9 @@ def read_10x_h5(path: str | Path, *, sample: str | None = None):
 
     sample = sanitize_name(sample or path.stem.replace(".h5", ""))
     return build_spatialdata(
-        sample=sample, tables=split_by_feature_type(adata), coords=None, radius=None, shapes_suffix="cells"
+        sample=sample,
+        tables=split_by_feature_type(adata),
+        coords=None,
+        radius=None,
+        shapes_suffix="cells",
     )

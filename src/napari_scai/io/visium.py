@@ -26,16 +26,29 @@ from napari_scai.io._common import (
 )
 from napari_scai.io.tenx import read_10x_counts
 
-POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
+POSITION_COLUMNS = [
+    "barcode",
+    "in_tissue",
+    "array_row",
+    "array_col",
+    "pxl_row_in_fullres",
+    "pxl_col_in_fullres",
+]
 POSITION_FILES = ("tissue_positions.parquet", "tissue_positions.csv", "tissue_positions_list.csv")
-COUNT_FILES = ("filtered_feature_bc_matrix.h5", "filtered_feature_bc_matrix", "raw_feature_bc_matrix.h5")
+COUNT_FILES = (
+    "filtered_feature_bc_matrix.h5",
+    "filtered_feature_bc_matrix",
+    "raw_feature_bc_matrix.h5",
+)
 
 
 def is_visium_folder(path: str | Path) -> bool:
     """True if ``path`` looks like a Space Ranger output folder."""
     path = Path(path)
     spatial = path / "spatial"
-    return path.is_dir() and spatial.is_dir() and any((spatial / f).exists() for f in POSITION_FILES)
+    return (
+        path.is_dir() and spatial.is_dir() and any((spatial / f).exists() for f in POSITION_FILES)
+    )
 
 
 def find_counts_file(path: Path) -> Path:
@@ -59,7 +72,11 @@ def read_positions(path: Path) -> pd.DataFrame:
 
     Returns a DataFrame indexed by barcode with the standard columns.
     """
-    check_exists(path, "the tissue positions file", "pass the Space Ranger 'outs' folder with spatial/tissue_positions*.csv")
+    check_exists(
+        path,
+        "the tissue positions file",
+        "pass the Space Ranger 'outs' folder with spatial/tissue_positions*.csv",
+    )
     try:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
@@ -68,7 +85,9 @@ def read_positions(path: Path) -> pd.DataFrame:
             header = 0 if "barcode" in first or "in_tissue" in first else None
             df = pd.read_csv(path, header=header)
     except Exception as err:  # noqa: BLE001 - any parse failure is reported the same way
-        raise ReadError(path, f"could not parse the positions table ({err})", "use the file Space Ranger wrote") from err
+        raise ReadError(
+            path, f"could not parse the positions table ({err})", "use the file Space Ranger wrote"
+        ) from err
     if list(df.columns) != POSITION_COLUMNS:
         if df.shape[1] != len(POSITION_COLUMNS):
             raise ReadError(
@@ -82,11 +101,19 @@ def read_positions(path: Path) -> pd.DataFrame:
 
 def read_scalefactors(path: Path, images: list[str]) -> dict[str, float]:
     """Read scalefactors_json.json and check it has the keys the present images need."""
-    check_exists(path, "the scale factors file", "pass the Space Ranger 'outs' folder with spatial/scalefactors_json.json")
+    check_exists(
+        path,
+        "the scale factors file",
+        "pass the Space Ranger 'outs' folder with spatial/scalefactors_json.json",
+    )
     try:
         factors = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ReadError(path, f"not valid JSON ({err})", "restore the scalefactors_json.json that Space Ranger wrote") from err
+        raise ReadError(
+            path,
+            f"not valid JSON ({err})",
+            "restore the scalefactors_json.json that Space Ranger wrote",
+        ) from err
     needed = ["spot_diameter_fullres"] + [f"tissue_{name}_scalef" for name in images]
     missing = [k for k in needed if k not in factors]
     if missing:
@@ -132,9 +159,13 @@ def read_visium(
     path = Path(path)
     check_exists(path, "the Visium folder", "pass the path of a Space Ranger 'outs' folder")
     if not path.is_dir():
-        raise ReadError(path, "not a folder", "pass the Space Ranger 'outs' folder (with spatial/ inside)")
+        raise ReadError(
+            path, "not a folder", "pass the Space Ranger 'outs' folder (with spatial/ inside)"
+        )
     spatial = path / "spatial"
-    check_exists(spatial, "the spatial/ folder", "pass the Space Ranger 'outs' folder that contains spatial/")
+    check_exists(
+        spatial, "the spatial/ folder", "pass the Space Ranger 'outs' folder that contains spatial/"
+    )
     if sample is None:
         sample = path.parent.name if path.name == "outs" else path.name
     sample = sanitize_name(sample)
@@ -144,7 +175,10 @@ def read_visium(
         counts_path = path / counts_path
     adata = read_10x_counts(counts_path)
 
-    pos_path = next((spatial / f for f in POSITION_FILES if (spatial / f).exists()), spatial / POSITION_FILES[-1])
+    pos_path = next(
+        (spatial / f for f in POSITION_FILES if (spatial / f).exists()),
+        spatial / POSITION_FILES[-1],
+    )
     positions = read_positions(pos_path)
     missing = ~adata.obs_names.isin(positions.index)
     if missing.all():
@@ -170,7 +204,10 @@ def read_visium(
     factors = read_scalefactors(spatial / "scalefactors_json.json", list(image_files))
     images = {}
     for name, file in image_files.items():
-        images[f"{sample}_{name}_image"] = (image_to_cyx(imread(file), file), float(factors[f"tissue_{name}_scalef"]))
+        images[f"{sample}_{name}_image"] = (
+            image_to_cyx(imread(file), file),
+            float(factors[f"tissue_{name}_scalef"]),
+        )
     if fullres_image is not None:
         file = Path(fullres_image)
         check_exists(file, "the full-resolution image", "pass the H&E image given to Space Ranger")
@@ -181,7 +218,12 @@ def read_visium(
         t.uns["spatial"] = {sample: {"scalefactors": {k: float(v) for k, v in factors.items()}}}
     radius = float(factors["spot_diameter_fullres"]) / 2
     return build_spatialdata(
-        sample=sample, tables=tables, coords=coords, radius=radius, shapes_suffix="spots", images=images
+        sample=sample,
+        tables=tables,
+        coords=coords,
+        radius=radius,
+        shapes_suffix="spots",
+        images=images,
     )
 
 

@@ -34,13 +34,21 @@ def read_zarr(path: str | Path):
     path = Path(path)
     check_exists(path, "the SpatialData store", "check the path of the .zarr folder")
     if not is_spatialdata_store(path):
-        raise ReadError(path, "not a zarr store (no zarr.json/.zgroup at its root)", "pass a folder written by SpatialData.write or napari_scai.io.write")
+        raise ReadError(
+            path,
+            "not a zarr store (no zarr.json/.zgroup at its root)",
+            "pass a folder written by SpatialData.write or napari_scai.io.write",
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return sd.read_zarr(path)
     except Exception as err:  # noqa: BLE001 - zarr/ome-zarr raise many types
-        raise ReadError(path, f"not a readable SpatialData store ({type(err).__name__}: {err})", "pass a store written by spatialdata >= 0.4") from err
+        raise ReadError(
+            path,
+            f"not a readable SpatialData store ({type(err).__name__}: {err})",
+            "pass a store written by spatialdata >= 0.4",
+        ) from err
 
 
 def _sibling(path: Path, tag: str) -> Path:
@@ -64,7 +72,9 @@ def write(sdata, path: str | Path, *, overwrite: bool = False) -> Path:
     """
     path = Path(path).absolute()
     if path.exists() and not overwrite:
-        raise FileExistsError(f"'{path}' exists. Fix: pass overwrite=True, or use napari_scai.io.update to add results to it")
+        raise FileExistsError(
+            f"'{path}' exists. Fix: pass overwrite=True, or use napari_scai.io.update to add results to it"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(path, "new")
     if path.exists() and sdata.path is not None and Path(sdata.path).absolute() == path:
@@ -116,19 +126,25 @@ def update(sdata, path: str | Path | None = None, elements: Iterable[str] | None
 
     if path is None:
         if sdata.path is None:
-            raise ValueError("this SpatialData has no store yet. Fix: pass path=... (a .zarr folder)")
+            raise ValueError(
+                "this SpatialData has no store yet. Fix: pass path=... (a .zarr folder)"
+            )
         path = sdata.path
     path = Path(path).absolute()
     if not path.exists():
         return write(sdata, path)
     if not is_spatialdata_store(path):
-        raise ReadError(path, "not a zarr store", "pass the .zarr folder of a SpatialData, or a new path")
+        raise ReadError(
+            path, "not a zarr store", "pass the .zarr folder of a SpatialData, or a new path"
+        )
     names = list(elements) if elements is not None else [*sdata.tables.keys(), *sdata.shapes.keys()]
     located = []
     for name in names:
         kind = next((t for t in _ELEMENT_TYPES if name in getattr(sdata, t)), None)
         if kind is None:
-            raise KeyError(f"'{name}' is not an element of this SpatialData (has {list(sdata.gen_elements())[:0] or [n for _, n, _ in sdata.gen_elements()]})")
+            raise KeyError(
+                f"'{name}' is not an element of this SpatialData (has {list(sdata.gen_elements())[:0] or [n for _, n, _ in sdata.gen_elements()]})"
+            )
         located.append((kind, name))
 
     staging = _sibling(path, "stage")
@@ -136,7 +152,9 @@ def update(sdata, path: str | Path | None = None, elements: Iterable[str] | None
     meta_backup = _sibling(path, "meta")
     try:
         # 1. Everything that can fail slowly happens away from the store.
-        subset = sd.SpatialData(**{k: {n: sdata[n] for kk, n in located if kk == k} for k in _ELEMENT_TYPES})
+        subset = sd.SpatialData(
+            **{k: {n: sdata[n] for kk, n in located if kk == k} for k in _ELEMENT_TYPES}
+        )
         _write_full(subset, staging)
         meta_backup.mkdir()
         for m in _ROOT_META:

@@ -277,13 +277,22 @@ def train_domain_model(
             rt.report(epoch + 1, total, f"training epoch {epoch + 1}/{total}, loss {ep_loss:.4f}")
     model.eval()
     Z = np.empty((n, cfg.latent_dim), dtype=np.float32)
+    R = np.empty_like(X)
     with torch.no_grad():
         for part in parts:
-            z = model.encode(part.x, part.adj).cpu().numpy()
+            zt = model.encode(part.x, part.adj)
+            z = zt.cpu().numpy()
+            r = model.decode(zt, part.adj, part.b).cpu().numpy()
             if part.idx is None:
-                Z[:] = z
+                Z[:], R[:] = z, r
             else:
                 core = part.core.cpu().numpy()
                 Z[part.idx[core]] = z[core]
-    info = {"loss_history": history, "n_parts": len(parts), "device": str(dev)}
+                R[part.idx[core]] = r[core]
+    info = {
+        "loss_history": history,
+        "n_parts": len(parts),
+        "device": str(dev),
+        "reconstruction": R,
+    }
     return Z, info

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from napari_scai.tl._annotate import (
-    annotations_to_geodataframe,
     annotate_from_shapes,
+    annotations_to_geodataframe,
     export_annotation_csv,
     export_geojson,
     import_annotation_csv,

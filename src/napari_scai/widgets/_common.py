@@ -8,7 +8,9 @@ def scai_point_layers(viewer) -> list:
     return [
         ly
         for ly in viewer.layers
-        if ly._type_string == "points" and ly.metadata.get("scai") is not None and ly.metadata.get("adata") is not None
+        if ly._type_string == "points"
+        and ly.metadata.get("scai") is not None
+        and ly.metadata.get("adata") is not None
     ]
 
 

@@ -115,7 +115,11 @@ class DomainsWidget(QWidget):
 
     def refresh_layers(self, *_args) -> None:
         current = self.layer_combo.currentText()
-        names = [ly.name for ly in scai_point_layers(self.viewer) if not ly.metadata["scai"].extra.get("derived")]
+        names = [
+            ly.name
+            for ly in scai_point_layers(self.viewer)
+            if not ly.metadata["scai"].extra.get("derived")
+        ]
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
         self.layer_combo.addItems(names)
@@ -130,7 +134,9 @@ class DomainsWidget(QWidget):
         if layer is not None:
             source = layer.metadata["scai"]
             sdata = layer.metadata["sdata"]
-            tables = [t for t in sdata.tables if sdata.tables[t].n_obs == len(layer.data)] or list(sdata.tables)
+            tables = [t for t in sdata.tables if sdata.tables[t].n_obs == len(layer.data)] or list(
+                sdata.tables
+            )
             self.table_combo.addItems(tables)
             if source.table in tables:
                 self.table_combo.setCurrentText(source.table)
@@ -168,7 +174,10 @@ class DomainsWidget(QWidget):
 
         def job():
             return spatial_domains(
-                sdata, progress=lambda i, n, msg: relay.progress.emit(i, n, msg), cancel=self._cancel, **params
+                sdata,
+                progress=lambda i, n, msg: relay.progress.emit(i, n, msg),
+                cancel=self._cancel,
+                **params,
             )
 
         self.result = None
@@ -202,7 +211,9 @@ class DomainsWidget(QWidget):
         recolor(layer, "scai_domain")
         self._show_confidence(layer)
         k = adata.obs["scai_domain"].nunique()
-        self.status.setText(f"done: {k} domains in obs['scai_domain'] (confidence in obs['scai_domain_confidence'])")
+        self.status.setText(
+            f"done: {k} domains in obs['scai_domain'] (confidence in obs['scai_domain_confidence'])"
+        )
 
     def _show_confidence(self, layer) -> None:
         from napari_scai.viewer import recolor
