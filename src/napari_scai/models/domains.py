@@ -87,6 +87,7 @@ class DomainConfig:
     w_rec: float = 10.0
     w_con: float = 1.0
     dropout: float = 0.0
+    mask_rate: float = 0.0
     max_full_batch: int = 400_000
     tile_size: int = 100_000
 
@@ -97,13 +98,15 @@ class DomainConfig:
 class DomainGNN(nn.Module):
     """Two-layer GCN encoder, one-layer GCN decoder, bilinear local discriminator."""
 
-    def __init__(self, in_dim: int, cfg: DomainConfig, n_batches: int = 0) -> None:
+    def __init__(
+        self, in_dim: int, cfg: DomainConfig, n_batches: int = 0, out_dim: int | None = None
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.n_batches = n_batches
         self.lin1 = nn.Linear(in_dim, cfg.hidden_dim)
         self.lin2 = nn.Linear(cfg.hidden_dim, cfg.latent_dim)
-        self.dec = nn.Linear(cfg.latent_dim + n_batches, in_dim)
+        self.dec = nn.Linear(cfg.latent_dim + n_batches, out_dim or in_dim)
         self.disc = nn.Bilinear(cfg.latent_dim, cfg.latent_dim, 1)
 
     def encode(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
@@ -175,10 +178,11 @@ def _khop(A: sp.csr_matrix, core: np.ndarray, hops: int) -> np.ndarray:
 class _Part:
     """A (sub)graph ready for the model: features, adjacencies, batch one-hot, core mask."""
 
-    def __init__(self, idx, core_mask, X, adj_n, adj_m, B, device):
+    def __init__(self, idx, core_mask, X, adj_n, adj_m, B, device, T=None):
         self.idx = idx
         sub = (lambda M: M) if idx is None else (lambda M: M[idx][:, idx])
         self.x = torch.from_numpy(X if idx is None else X[idx]).to(device)
+        self.t = self.x if T is None else torch.from_numpy(T if idx is None else T[idx]).to(device)
         self.adj = SparseAdj(sub(adj_n), device, symmetric=True)
         self.mean_adj = SparseAdj(sub(adj_m), device, symmetric=False)
         self.b = None if B is None else torch.from_numpy(B if idx is None else B[idx]).to(device)
@@ -194,6 +198,7 @@ def train_domain_model(
     *,
     batch: np.ndarray | None = None,
     coords: np.ndarray | None = None,
+    target: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Train :class:`DomainGNN` on features ``X`` over ``graph``; return (embedding, info).
 
@@ -211,6 +216,8 @@ def train_domain_model(
         Integer batch code per node (joint mode); decoder receives its one-hot.
     coords
         Node coordinates for tiling (mini-batch path); required when ``n > cfg.max_full_batch``.
+    target
+        What the decoder reconstructs (default: ``X`` itself), e.g. scaled HVG expression.
     """
     cfg = cfg or DomainConfig()
     rt = runtime or Runtime()
@@ -230,7 +237,8 @@ def train_domain_model(
             B = np.eye(n_b, dtype=np.float32)[codes]
         else:
             n_b = 0
-    model = DomainGNN(X.shape[1], cfg, n_b)
+    T = None if target is None else np.ascontiguousarray(target, dtype=np.float32)
+    model = DomainGNN(X.shape[1], cfg, n_b, out_dim=None if T is None else T.shape[1])
     # deterministic init from our own generator (not global RNG state)
     with torch.no_grad():
         for p in model.parameters():
@@ -243,14 +251,14 @@ def train_domain_model(
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     if n <= cfg.max_full_batch:
-        parts = [_Part(None, None, X, adj_n, adj_m, B, dev)]
+        parts = [_Part(None, None, X, adj_n, adj_m, B, dev, T)]
     else:
         if coords is None:
             raise ValueError("coords are needed for the mini-batch (tiled) path")
         parts = []
         for core in spatial_tiles(np.asarray(coords), cfg.tile_size):
             idx = _khop(A, core, RECEPTIVE_HOPS)
-            parts.append(_Part(idx, np.isin(idx, core), X, adj_n, adj_m, B, dev))
+            parts.append(_Part(idx, np.isin(idx, core), X, adj_n, adj_m, B, dev, T))
     total = cfg.epochs
     history = []
     model.train()
@@ -263,8 +271,13 @@ def train_domain_model(
         for pi in order:
             part = parts[pi]
             perm = torch.randperm(part.n, generator=gen).to(dev)
-            _, xr, con = model(part.x, part.adj, part.mean_adj, perm, part.b)
-            rec = ((xr - part.x) ** 2).mean(1)
+            x_in = part.x
+            if cfg.mask_rate > 0:
+                # masked-feature denoising: masked spots must be rebuilt from their neighbours
+                keep = (torch.rand(part.n, 1, generator=gen) >= cfg.mask_rate).to(dev)
+                x_in = part.x * keep
+            _, xr, con = model(x_in, part.adj, part.mean_adj, perm, part.b)
+            rec = ((xr - part.t) ** 2).mean(1)
             if part.core is not None:
                 rec, con = rec[part.core], con[part.core]
             loss = cfg.w_rec * rec.mean() + cfg.w_con * con.mean()
@@ -277,7 +290,7 @@ def train_domain_model(
             rt.report(epoch + 1, total, f"training epoch {epoch + 1}/{total}, loss {ep_loss:.4f}")
     model.eval()
     Z = np.empty((n, cfg.latent_dim), dtype=np.float32)
-    R = np.empty_like(X)
+    R = np.empty((n, model.dec.out_features), dtype=np.float32)
     with torch.no_grad():
         for part in parts:
             zt = model.encode(part.x, part.adj)

@@ -56,7 +56,11 @@ def affine_yx(element, coordinate_system: str) -> np.ndarray:
             f"element is not in coordinate system '{coordinate_system}' (it has {sorted(transforms)}). "
             "Fix: pick one of those coordinate systems"
         )
-    return np.asarray(transforms[coordinate_system].to_affine_matrix(input_axes=("y", "x"), output_axes=("y", "x")))
+    return np.asarray(
+        transforms[coordinate_system].to_affine_matrix(
+            input_axes=("y", "x"), output_axes=("y", "x")
+        )
+    )
 
 
 def _transform_kwargs(matrix: np.ndarray) -> dict[str, Any]:
@@ -67,14 +71,33 @@ def _transform_kwargs(matrix: np.ndarray) -> dict[str, Any]:
     return {"affine": matrix}
 
 
+def _pyramid_levels(element) -> list:
+    """The DataArrays of a multiscale DataTree, finest first (``scale0``, ``scale1``, ...)."""
+    levels = []
+    for key in sorted(
+        element.children, key=lambda k: int(k.removeprefix("scale")) if k.startswith("scale") else 0
+    ):
+        node = element[key]
+        names = list(node.data_vars)
+        levels.append(node["image"] if "image" in names else node[names[0]])
+    return levels
+
+
 def image_layer(sdata, name: str, coordinate_system: str = COORDINATE_SYSTEM, visible: bool = True):
-    """Layer tuple for an image element (multiscale when the element has a pyramid)."""
+    """Layer tuple for an image element (multiscale when the element is a pyramid DataTree).
+
+    RGB(A) uint8 images are drawn as one RGB layer; other multi-channel images as one layer
+    per channel (``channel_axis``). The element's transform to ``coordinate_system`` becomes
+    the layer's ``scale``/``translate`` (or ``affine`` when it rotates or shears).
+    """
     element = sdata.images[name]
-    if hasattr(element, "children") and len(getattr(element, "children", {})):  # DataTree pyramid
-        levels = [element[k]["image"] if "image" in element[k] else next(iter(element[k].values())) for k in element]
+    if len(getattr(element, "children", {}) or {}):  # DataTree pyramid
+        levels = _pyramid_levels(element)
         first = levels[0]
         data = [lvl.data for lvl in levels]
-        multiscale = True
+        multiscale = len(levels) > 1
+        if not multiscale:
+            data = data[0]
     else:
         first = element
         data = element.data
@@ -85,18 +108,19 @@ def image_layer(sdata, name: str, coordinate_system: str = COORDINATE_SYSTEM, vi
         data = [d.transpose(1, 2, 0) for d in data] if multiscale else data.transpose(1, 2, 0)
     elif len(channels) == 1:
         data = [d[0] for d in data] if multiscale else data[0]
+    source = LayerSource(element=name, coordinate_system=coordinate_system)
     kwargs = {
         "name": name,
         "rgb": rgb,
         "multiscale": multiscale,
         "visible": visible,
-        "metadata": _metadata(sdata, LayerSource(element=name, coordinate_system=coordinate_system)),
+        "metadata": _metadata(sdata, source),
         **_transform_kwargs(affine_yx(element, coordinate_system)),
     }
     if not rgb and len(channels) > 1:
         kwargs["channel_axis"] = 0
         kwargs["name"] = [f"{name} [{c}]" for c in channels]
-        kwargs.pop("metadata")
+        kwargs["metadata"] = [_metadata(sdata, source) for _ in channels]
     return data, kwargs, "image"
 
 
@@ -123,6 +147,34 @@ def table_rows_for_shapes(sdata, shapes_name: str, table: str) -> np.ndarray:
     return lookup.reindex(shapes.index.to_numpy()).fillna(-1).astype(int).to_numpy()
 
 
+def _table_link(sdata, name: str, n: int, index: pd.Index, table: str | None):
+    """(table name, AnnData or None, table row per object or None, features with ``id``)."""
+    table = table or table_for_region(sdata, name)
+    adata = sdata.tables[table] if table else None
+    features = pd.DataFrame({"id": index.astype(str)})
+    rows = None
+    if adata is not None:
+        rows = table_rows_for_shapes(sdata, name, table)
+        names = adata.obs_names.to_numpy()
+        features["id"] = np.where(rows >= 0, names[np.maximum(rows, 0)], features["id"])
+    return table, adata, rows, features
+
+
+def _to_world(yx: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    return yx @ matrix[:2, :2].T + matrix[:2, 2]
+
+
+def circle_centres(
+    sdata, name: str, coordinate_system: str = COORDINATE_SYSTEM
+) -> tuple[np.ndarray, np.ndarray]:
+    """World (y, x) centres and radii (world units) of a circles element in ``coordinate_system``."""
+    shapes = sdata.shapes[name]
+    matrix = affine_yx(shapes, coordinate_system)
+    yx = np.column_stack([shapes.geometry.y.to_numpy(), shapes.geometry.x.to_numpy()])
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
+    return _to_world(yx, matrix), shapes["radius"].to_numpy(dtype=float) * scale
+
+
 def spots_layer(
     sdata,
     name: str,
@@ -139,38 +191,255 @@ def spots_layer(
     """
     shapes = sdata.shapes[name]
     if "radius" not in shapes.columns:
-        raise ValueError(f"shapes element '{name}' has no 'radius' column: it holds polygons, not circles")
-    matrix = affine_yx(shapes, coordinate_system)
-    xy = np.column_stack([shapes.geometry.x.to_numpy(), shapes.geometry.y.to_numpy()])
-    yx = xy[:, ::-1]
-    world = yx @ matrix[:2, :2].T + matrix[:2, 2]
-    scale = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
-    table = table or table_for_region(sdata, name)
-    adata = sdata.tables[table] if table else None
-    features = pd.DataFrame({"id": shapes.index.astype(str)})
-    rows = None
-    if adata is not None:
-        rows = table_rows_for_shapes(sdata, name, table)
-        names = adata.obs_names.to_numpy()
-        features["id"] = np.where(rows >= 0, names[np.maximum(rows, 0)], features["id"])
-    source = LayerSource(element=name, table=table, color_key=None, coordinate_system=coordinate_system)
+        raise ValueError(
+            f"shapes element '{name}' has no 'radius' column: it holds polygons, not circles"
+        )
+    world, radius = circle_centres(sdata, name, coordinate_system)
+    table, adata, rows, features = _table_link(sdata, name, len(shapes), shapes.index, table)
+    source = LayerSource(
+        element=name, table=table, color_key=None, coordinate_system=coordinate_system
+    )
     source.extra["rows"] = rows
     kwargs: dict[str, Any] = {
         "name": name,
-        "size": 2 * shapes["radius"].to_numpy(dtype=float) * scale,
+        "size": 2 * radius,
         "border_width": 0,
         "opacity": opacity,
         "features": features,
         "face_color": MISSING_COLOR,
         "metadata": _metadata(sdata, source, adata),
     }
-    data_tuple = (world, kwargs, "points")
     if color_by is not None and adata is not None:
         style = color_style(adata, color_by, rows)
         source.color_key = color_by
+        source.extra["style"] = style
         kwargs["features"] = features.assign(**{color_by: style.values})
         kwargs["face_color"] = style.colors
-    return data_tuple
+    return world, kwargs, "points"
+
+
+def _polygon_rings(geometry) -> list[np.ndarray]:
+    """Exterior ring (x, y) of each polygon; a MultiPolygon gives its largest part."""
+    import shapely
+
+    rings = []
+    for geom in geometry:
+        if geom is None or geom.is_empty:
+            rings.append(np.zeros((0, 2)))
+            continue
+        if geom.geom_type == "MultiPolygon":
+            geom = max(geom.geoms, key=lambda g: g.area)
+        rings.append(shapely.get_coordinates(geom.exterior)[:-1])
+    return rings
+
+
+def polygons_layer(
+    sdata,
+    name: str,
+    *,
+    table: str | None = None,
+    color_by: str | None = None,
+    coordinate_system: str = COORDINATE_SYSTEM,
+    opacity: float = 0.7,
+):
+    """Layer tuple drawing a polygons shapes element as a napari Shapes layer (one polygon per row)."""
+    shapes = sdata.shapes[name]
+    matrix = affine_yx(shapes, coordinate_system)
+    rings = _polygon_rings(shapes.geometry)
+    keep = np.array([len(r) >= 3 for r in rings])
+    data = [_to_world(r[:, ::-1], matrix) for r, k in zip(rings, keep, strict=True) if k]
+    table, adata, rows, features = _table_link(sdata, name, len(shapes), shapes.index, table)
+    features = features[keep].reset_index(drop=True)
+    rows = rows[keep] if rows is not None else None
+    source = LayerSource(element=name, table=table, coordinate_system=coordinate_system)
+    source.extra["rows"] = rows
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "shape_type": "polygon",
+        "edge_width": 0,
+        "opacity": opacity,
+        "features": features,
+        "face_color": MISSING_COLOR,
+        "metadata": _metadata(sdata, source, adata),
+    }
+    if color_by is not None and adata is not None:
+        style = color_style(adata, color_by, rows)
+        source.color_key = color_by
+        source.extra["style"] = style
+        kwargs["features"] = features.assign(**{color_by: style.values})
+        kwargs["face_color"] = style.colors
+    return data, kwargs, "shapes"
+
+
+# --- large data: cells rasterised into a Labels layer ------------------------------------------
+
+
+def rasterize_discs(
+    yx: np.ndarray, radius: np.ndarray, *, max_side: int = 4096, max_radius_px: int = 24
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Paint each object as a disc of its radius into a label image (value = row + 1).
+
+    Parameters
+    ----------
+    yx
+        (n, 2) world centres.
+    radius
+        (n,) radii in world units.
+    max_side
+        Longest side of the image in pixels; the pixel size follows from it.
+    max_radius_px
+        Discs wider than this many pixels are painted at this radius (coarser pixels would
+        lose small cells; this only bounds the work for very large discs).
+
+    Returns
+    -------
+    image
+        ``uint32`` label image; 0 is background. Discs are painted far-to-near so every
+        object keeps its centre pixel unless two centres share a pixel.
+    pixel_size
+        World units per pixel.
+    origin
+        World (y, x) of pixel (0, 0)'s centre.
+    """
+    yx = np.asarray(yx, dtype=float)
+    radius = np.broadcast_to(np.asarray(radius, dtype=float), (len(yx),))
+    if len(yx) == 0:
+        return np.zeros((1, 1), np.uint32), 1.0, np.zeros(2)
+    rmax = float(radius.max())
+    lo = yx.min(axis=0) - rmax
+    hi = yx.max(axis=0) + rmax
+    extent = np.maximum(hi - lo, 1e-9)
+    pixel = float(extent.max()) / max_side
+    shape = np.ceil(extent / pixel).astype(int) + 1
+    centre = np.round((yx - lo) / pixel).astype(np.int64)
+    r_px = radius / pixel
+    reach = int(min(np.ceil(r_px.max()), max_radius_px))
+    dy, dx = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+    dist = np.hypot(dy, dx).ravel()
+    order = np.argsort(-dist, kind="stable")
+    image = np.zeros(tuple(shape), dtype=np.uint32)
+    labels = np.arange(1, len(yx) + 1, dtype=np.uint32)
+    r_cap = np.minimum(r_px, max_radius_px)
+    for k in order:
+        d, oy, ox = dist[k], dy.ravel()[k], dx.ravel()[k]
+        sel = slice(None) if d == 0 else (r_cap >= d)
+        rr = centre[sel, 0] + oy
+        cc = centre[sel, 1] + ox
+        ok = (rr >= 0) & (rr < shape[0]) & (cc >= 0) & (cc < shape[1])
+        image[rr[ok], cc[ok]] = labels[sel][ok]
+    return image, pixel, lo
+
+
+def raster_colors(style: ColorStyle, n_bins: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    """Per-object colour bin (1-based) and the RGBA of each bin (row 0 = background).
+
+    Categorical: one bin per class (hidden classes transparent) plus one for missing values.
+    Continuous: ``n_bins`` steps of the colormap between the limits plus one for missing.
+    """
+    from matplotlib import colormaps
+
+    missing = hex_to_rgba([MISSING_COLOR])[0]
+    if style.kind == "categorical":
+        palette = hex_to_rgba(style.category_colors) if style.categories else np.zeros((0, 4))
+        for i, cat in enumerate(style.categories):
+            if cat in style.hidden:
+                palette[i, 3] = 0.0
+        lookup = {c: i for i, c in enumerate(style.categories)}
+        codes = pd.Series(style.values).map(lookup).fillna(len(palette)).to_numpy(dtype=np.int64)
+        table = np.vstack([np.zeros((1, 4)), palette, missing[None]])
+        return codes + 1, table
+    lo, hi = style.limits
+    vals = np.asarray(style.values, dtype=float)
+    scaled = np.clip((vals - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    bins = np.minimum((np.nan_to_num(scaled) * n_bins).astype(np.int64), n_bins - 1) + 1
+    bins[~np.isfinite(vals)] = n_bins + 1
+    steps = colormaps[style.colormap]((np.arange(n_bins) + 0.5) / n_bins)
+    table = np.vstack([np.zeros((1, 4)), steps, missing[None]])
+    return bins, table
+
+
+def bin_features(style: ColorStyle, n_colors: int) -> pd.DataFrame:
+    """Features of a rasterised layer, one row per label value (colour bin): shown on hover."""
+    index = np.arange(n_colors)
+    if style.kind == "categorical":
+        names = ["", *style.categories, "missing"]
+        return pd.DataFrame({"index": index, style.key: names[:n_colors]})
+    lo, hi = style.limits
+    n_bins = n_colors - 2
+    centres = lo + (np.arange(n_bins) + 0.5) / n_bins * (hi - lo)
+    return pd.DataFrame({"index": index, style.key: np.concatenate([[np.nan], centres, [np.nan]])})
+
+
+def labels_colormap(table: np.ndarray):
+    """A napari ``DirectLabelColormap`` mapping label ``i`` to ``table[i]`` (0 transparent)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    color_dict: dict[int | None, np.ndarray] = {i: table[i] for i in range(1, len(table))}
+    color_dict[0] = np.zeros(4)
+    color_dict[None] = np.zeros(4)
+    return DirectLabelColormap(color_dict=color_dict)
+
+
+def display_image(row_image: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """Colour-bin image from the row image (``row + 1`` per pixel, 0 background)."""
+    dtype = np.uint8 if bins.max(initial=0) < 255 else np.uint16
+    lut = np.zeros(len(bins) + 1, dtype=dtype)
+    lut[1:] = bins
+    return lut[row_image]
+
+
+def cells_labels_layer(
+    sdata,
+    name: str,
+    *,
+    table: str | None = None,
+    color_by: str | None = None,
+    coordinate_system: str = COORDINATE_SYSTEM,
+    max_side: int = 4096,
+    opacity: float = 0.9,
+):
+    """Layer tuple drawing a large circles element as a rasterised napari Labels layer.
+
+    Each object is a disc of its radius in a label image of at most ``max_side`` pixels a
+    side; the row image (``row + 1`` per pixel, shapes order) is kept in
+    ``metadata['scai'].extra['row_image']``. The layer shows a colour-bin image (class, or
+    one of 255 colormap steps) through a small ``DirectLabelColormap``: recolouring is one
+    lookup over the pixels plus a colormap of at most 257 entries, however many cells there
+    are; hiding or recolouring a class only swaps the colormap.
+    """
+    shapes = sdata.shapes[name]
+    if "radius" in shapes.columns:
+        world, radius = circle_centres(sdata, name, coordinate_system)
+    else:  # polygons: discs of equal area at the centroids
+        matrix = affine_yx(shapes, coordinate_system)
+        cent = shapes.geometry.centroid
+        world = _to_world(np.column_stack([cent.y.to_numpy(), cent.x.to_numpy()]), matrix)
+        scale = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
+        radius = np.sqrt(shapes.geometry.area.to_numpy() / np.pi) * scale
+    row_image, pixel, origin = rasterize_discs(world, radius, max_side=max_side)
+    table, adata, rows, features = _table_link(sdata, name, len(shapes), shapes.index, table)
+    source = LayerSource(element=name, table=table, coordinate_system=coordinate_system)
+    source.extra.update(rows=rows, row_image=row_image, ids=features["id"].to_numpy(), raster=True)
+    bins = np.full(len(shapes), 1, dtype=np.int64)
+    colors = np.vstack([np.zeros((1, 4)), hex_to_rgba([MISSING_COLOR])])
+    if color_by is not None and adata is not None:
+        style = color_style(adata, color_by, rows)
+        source.color_key = color_by
+        source.extra["style"] = style
+        bins, colors = raster_colors(style)
+        source.extra["bins"] = bins
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "scale": (pixel, pixel),
+        "translate": tuple(origin),
+        "opacity": opacity,
+        "colormap": labels_colormap(colors),
+        "metadata": _metadata(sdata, source, adata),
+        "features": bin_features(source.extra["style"], len(colors))
+        if "style" in source.extra
+        else None,
+    }
+    return display_image(row_image, bins), kwargs, "labels"
 
 
 @dataclass
@@ -186,6 +455,7 @@ class ColorStyle:
     counts: list[int] = field(default_factory=list)
     limits: tuple[float, float] | None = None
     colormap: str = "viridis"
+    hidden: set[str] = field(default_factory=set)
 
 
 def resolve_values(adata, key: str) -> tuple[np.ndarray, str]:
@@ -245,7 +515,9 @@ def color_style(
         labels = np.asarray(cat.categories.astype(str), dtype=object)
         per_object = np.where(codes >= 0, labels[np.maximum(codes, 0)], None)
         counts = np.bincount(codes[codes >= 0], minlength=len(labels)).tolist()
-        return ColorStyle(key, kind, per_object, rgba, list(labels), colors_hex, counts)
+        return ColorStyle(
+            key, kind, per_object, rgba, list(labels), colors_hex, counts, hidden=set(hidden or ())
+        )
     vals = np.full(n, np.nan)
     vals[valid] = values[take[valid]]
     finite = vals[np.isfinite(vals)]
@@ -270,18 +542,51 @@ def default_image(sdata) -> str | None:
     return names[0] if names else None
 
 
-def sdata_layers(sdata, *, color_by: str | None = None, coordinate_system: str = COORDINATE_SYSTEM) -> list:
-    """Layer tuples for a whole SpatialData: images (best one visible) then circles elements."""
+def sdata_layers(
+    sdata,
+    *,
+    color_by: str | None = None,
+    coordinate_system: str = COORDINATE_SYSTEM,
+    raster_threshold: int = RASTER_THRESHOLD,
+) -> list:
+    """Layer tuples for a whole SpatialData in one coordinate system.
+
+    Images first (the best one visible), then each shapes element: circles as Points,
+    polygons as Shapes, and either as a rasterised Labels layer above ``raster_threshold``
+    objects. Elements not in ``coordinate_system`` are left out.
+    """
     layers = []
     best = default_image(sdata)
-    for name in sdata.images:
-        layers.append(image_layer(sdata, name, coordinate_system, visible=(name == best)))
+    for name, element in sdata.images.items():
+        if coordinate_system in _coordinate_systems_of(element):
+            layers.append(image_layer(sdata, name, coordinate_system, visible=(name == best)))
     for name, shapes in sdata.shapes.items():
-        if "radius" in shapes.columns:
-            table = table_for_region(sdata, name)
-            key = color_by if (color_by and table and _has_key(sdata.tables[table], color_by)) else None
-            layers.append(spots_layer(sdata, name, table=table, color_by=key, coordinate_system=coordinate_system))
+        if coordinate_system not in _coordinate_systems_of(shapes) or len(shapes) == 0:
+            continue
+        table = table_for_region(sdata, name)
+        key = color_by if (color_by and table and _has_key(sdata.tables[table], color_by)) else None
+        if len(shapes) > raster_threshold:
+            builder = cells_labels_layer
+        elif "radius" in shapes.columns:
+            builder = spots_layer
+        else:
+            builder = polygons_layer
+        layers.append(
+            builder(sdata, name, table=table, color_by=key, coordinate_system=coordinate_system)
+        )
     return layers
+
+
+def _coordinate_systems_of(element) -> list[str]:
+    from spatialdata.transformations import get_transformation
+
+    return list(get_transformation(element, get_all=True))
+
+
+def coordinate_systems(sdata) -> list[str]:
+    """Coordinate systems of a SpatialData (``global`` first when present)."""
+    names = list(sdata.coordinate_systems)
+    return sorted(names, key=lambda n: (n != COORDINATE_SYSTEM, n))
 
 
 def _has_key(adata, key: str) -> bool:

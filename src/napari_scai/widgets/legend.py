@@ -21,7 +21,9 @@ class LegendWidget(QWidget):
     visibilityChanged = Signal(object)  # set[str] of hidden categories
     colorChanged = Signal(str, str)
 
-    def __init__(self, parent: QWidget | None = None, pick_color: Callable[[str], str | None] | None = None) -> None:
+    def __init__(
+        self, parent: QWidget | None = None, pick_color: Callable[[str], str | None] | None = None
+    ) -> None:
         super().__init__(parent)
         self.list = QListWidget()
         self.list.setObjectName("legend_list")
@@ -38,7 +40,9 @@ class LegendWidget(QWidget):
         color = QColorDialog.getColor(QColor(current))
         return color.name() if color.isValid() else None
 
-    def set_categories(self, categories: list[str], colors: list[str], counts: list[int], hidden: set[str]) -> None:
+    def set_categories(
+        self, categories: list[str], colors: list[str], counts: list[int], hidden: set[str]
+    ) -> None:
         """Show ``categories`` (replacing what was shown)."""
         self._updating = True
         self.list.clear()
@@ -51,7 +55,9 @@ class LegendWidget(QWidget):
         self._updating = False
 
     def categories(self) -> list[str]:
-        return [self.list.item(i).data(Qt.ItemDataRole.UserRole)[0] for i in range(self.list.count())]
+        return [
+            self.list.item(i).data(Qt.ItemDataRole.UserRole)[0] for i in range(self.list.count())
+        ]
 
     def hidden(self) -> set[str]:
         return {

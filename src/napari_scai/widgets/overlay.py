@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,21 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_scai.viewer import recolor
+from napari_scai.viewer import coordinate_systems, recolor, set_coordinate_system
 from napari_scai.viewer._export import save_figure
-from napari_scai.widgets._common import notify_error, scai_point_layers
+from napari_scai.widgets._common import notify_error
 from napari_scai.widgets.legend import LegendWidget
+
+
+def colourable_layers(viewer) -> list:
+    """Layers drawn by napari-scai from a table: spots/cells Points, polygon Shapes, raster Labels."""
+    return [
+        ly
+        for ly in viewer.layers
+        if ly._type_string in ("points", "shapes", "labels")
+        and ly.metadata.get("scai") is not None
+        and ly.metadata.get("adata") is not None
+    ]
 
 
 def color_keys(adata) -> list[str]:
@@ -50,12 +62,21 @@ def colorbar_pixmap(colormap: str, width: int = 200, height: int = 12) -> QPixma
 
 
 class OverlayWidget(QWidget):
-    """Colour a spots/cells layer by an obs column, a gene/protein/peak, or an obsm column."""
+    """Colour a spots/cells layer by an obs column, a gene/protein/peak, or an obsm column.
 
-    def __init__(self, napari_viewer) -> None:
+    Also picks the coordinate system the sample is drawn in, shows a legend (categorical:
+    click to hide a class, double-click to recolour it, written to ``uns``) or a colorbar
+    with editable limits (continuous), and saves the view with its legend as a PNG.
+    """
+
+    def __init__(
+        self, napari_viewer, pick_color: Callable[[str], str | None] | None = None
+    ) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.layer_combo = QComboBox()
+        self.cs_combo = QComboBox()
+        self.cs_combo.setToolTip("Coordinate system the sample is drawn in")
         self.key_combo = QComboBox()
         self.key_combo.setEditable(True)
         self.key_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
@@ -69,11 +90,12 @@ class OverlayWidget(QWidget):
             box.setDecimals(3)
             box.setRange(-1e12, 1e12)
             box.setKeyboardTracking(False)
-        self.legend = LegendWidget()
+        self.legend = LegendWidget(pick_color=pick_color)
         self.export_button = QPushButton("Save view as PNG…")
 
         form = QFormLayout()
         form.addRow("Layer", self.layer_combo)
+        form.addRow("Coordinates", self.cs_combo)
         form.addRow("Colour by", self.key_combo)
         self.colorbar_row = QWidget()
         bar = QHBoxLayout(self.colorbar_row)
@@ -88,9 +110,16 @@ class OverlayWidget(QWidget):
         layout.addWidget(self.export_button)
 
         self.style = None
+        self._busy = False  # True while this widget recolours (its own events are not news)
+        self._watched = None
         self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
+        self.cs_combo.activated.connect(
+            lambda _i: self.set_coordinate_system(self.cs_combo.currentText())
+        )
         self.key_combo.activated.connect(lambda _i: self.set_key(self.key_combo.currentText()))
-        self.key_combo.lineEdit().returnPressed.connect(lambda: self.set_key(self.key_combo.currentText()))
+        self.key_combo.lineEdit().returnPressed.connect(
+            lambda: self.set_key(self.key_combo.currentText())
+        )
         self.vmin.valueChanged.connect(self._on_limits)
         self.vmax.valueChanged.connect(self._on_limits)
         self.legend.visibilityChanged.connect(lambda _h: self._apply())
@@ -108,7 +137,7 @@ class OverlayWidget(QWidget):
 
     def refresh_layers(self, *_args) -> None:
         current = self.layer_combo.currentText()
-        names = [ly.name for ly in scai_point_layers(self.viewer)]
+        names = [ly.name for ly in colourable_layers(self.viewer)]
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
         self.layer_combo.addItems(names)
@@ -117,40 +146,98 @@ class OverlayWidget(QWidget):
         self.layer_combo.blockSignals(False)
         self._on_layer_changed()
 
+    def _watch(self, layer) -> None:
+        """Follow recolourings of ``layer`` made elsewhere (API, other widgets): keep legend in sync."""
+        old = self._watched
+        if old is layer:
+            return
+        if old is not None:
+            old.events.features.disconnect(self._on_features)
+        self._watched = layer
+        if layer is not None:
+            layer.events.features.connect(self._on_features)
+
+    def _on_features(self, *_args) -> None:
+        layer = self.layer
+        if self._busy or layer is None or layer is not self._watched:
+            return
+        style = layer.metadata["scai"].extra.get("style")
+        if style is not None and style is not self.style:
+            self.key_combo.blockSignals(True)
+            self.key_combo.setCurrentText(style.key)
+            self.key_combo.blockSignals(False)
+            self._show_style(style)
+
     def _on_layer_changed(self, *_args) -> None:
         layer = self.layer
+        self._watch(layer)
         self.key_combo.blockSignals(True)
         self.key_combo.clear()
+        self.cs_combo.blockSignals(True)
+        self.cs_combo.clear()
+        self.style = None
         if layer is not None:
+            source = layer.metadata["scai"]
             self.key_combo.addItems(color_keys(layer.metadata["adata"]))
-            key = layer.metadata["scai"].color_key
-            if key:
-                self.key_combo.setCurrentText(key)
-                self._show_style(layer.metadata["scai"].extra.get("style"), key)
+            sdata = layer.metadata.get("sdata")
+            if sdata is not None:
+                self.cs_combo.addItems(coordinate_systems(sdata))
+                self.cs_combo.setCurrentText(source.coordinate_system)
+            if source.color_key:
+                self.key_combo.setCurrentText(source.color_key)
+                self._show_style(source.extra.get("style"))
+        self.cs_combo.blockSignals(False)
         self.key_combo.blockSignals(False)
 
     # --- actions -----------------------------------------------------------------------------
+    def _recolor(self, layer, key: str, **style_kwargs):
+        self._busy = True
+        try:
+            return recolor(layer, key, **style_kwargs)
+        finally:
+            self._busy = False
+
     def set_key(self, key: str) -> None:
         """Colour the current layer by ``key``; updates layer, legend and colorbar in one step."""
         layer = self.layer
         if layer is None or not key:
             return
         try:
-            style = recolor(layer, key)
+            style = self._recolor(layer, key)
         except KeyError as err:
             notify_error(str(err.args[0]))
             return
         self.key_combo.setCurrentText(key)
-        self._show_style(style, key)
+        self._show_style(style)
 
-    def _show_style(self, style, key) -> None:
+    def set_coordinate_system(self, coordinate_system: str) -> None:
+        """Redraw the current layer's sample in ``coordinate_system`` (colours and offsets kept)."""
+        layer = self.layer
+        if layer is None or layer.metadata.get("sdata") is None:
+            return
+        if coordinate_system == layer.metadata["scai"].coordinate_system:
+            return
+        name = layer.name
+        try:
+            set_coordinate_system(self.viewer, layer.metadata["sdata"], coordinate_system)
+        except KeyError as err:
+            notify_error(str(err.args[0]))
+            return
+        self.refresh_layers()
+        if self.layer_combo.findText(name) >= 0:
+            self.layer_combo.setCurrentText(name)
+        self._on_layer_changed()
+
+    def _show_style(self, style) -> None:
         self.style = style
         if style is None:
             return
         if style.kind == "categorical":
             self.colorbar_row.setVisible(False)
             self.legend.setVisible(True)
-            self.legend.set_categories(style.categories, style.category_colors, style.counts, hidden=set())
+            self.legend.set_categories(
+                style.categories, style.category_colors, style.counts, hidden=style.hidden
+            )
         else:
             self.legend.setVisible(False)
             self.colorbar_row.setVisible(True)
@@ -164,9 +251,11 @@ class OverlayWidget(QWidget):
         if self.layer is None or self.style is None:
             return
         if self.style.kind == "categorical":
-            self.style = recolor(self.layer, self.style.key, hidden=self.legend.hidden())
+            self.style = self._recolor(self.layer, self.style.key, hidden=self.legend.hidden())
         else:
-            self.style = recolor(self.layer, self.style.key, limits=(self.vmin.value(), self.vmax.value()))
+            self.style = self._recolor(
+                self.layer, self.style.key, limits=(self.vmin.value(), self.vmax.value())
+            )
 
     def _on_limits(self, *_args) -> None:
         if self.style is not None and self.style.kind == "continuous":
@@ -174,20 +263,24 @@ class OverlayWidget(QWidget):
 
     def set_category_color(self, category: str, color: str) -> None:
         """Recolour one class; written to ``uns[f"{key}_colors"]`` so it survives save and reload."""
-        if self.style is None or self.layer is None:
+        if self.style is None or self.layer is None or self.style.kind != "categorical":
             return
         adata = self.layer.metadata["adata"]
         key = self.style.key
-        colors = list(adata.uns[f"{key}_colors"])
+        colors = [str(c) for c in adata.uns[f"{key}_colors"]]
         cats = [str(c) for c in adata.obs[key].cat.categories]
         colors[cats.index(category)] = color
         adata.uns[f"{key}_colors"] = colors
         hidden = self.legend.hidden()
-        self.style = recolor(self.layer, key, hidden=hidden)
-        self.legend.set_categories(self.style.categories, self.style.category_colors, self.style.counts, hidden)
+        self.style = self._recolor(self.layer, key, hidden=hidden)
+        self.legend.set_categories(
+            self.style.categories, self.style.category_colors, self.style.counts, hidden
+        )
 
     def _on_export(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save view", "napari-scai-view.png", "PNG (*.png)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save view", "napari-scai-view.png", "PNG (*.png)"
+        )
         if path:
             self.export(path)
 

@@ -1,0 +1,235 @@
+"""Spatial-domain benchmark: GNN (napari_scai.tl.spatial_domains) vs two non-GNN baselines.
+
+    python benchmarks/domains.py                       # DLPFC 151673, 151674, STARmap; 5 seeds
+    python benchmarks/domains.py --datasets 151673 --seeds 2
+    python benchmarks/domains.py --scale 100000        # synthetic 100k-cell section (CPU)
+    python benchmarks/domains.py --scale 1000000 --device cuda
+
+Protocol (shared/README.md): cluster all spots into K = 7 domains, score ARI on labelled spots
+only; one fixed set of defaults for every dataset, no choice of epoch/seed/setting by ARI.
+Baselines, run in the same process:
+  (a) PCA + GMM: 3000 seurat_v3 HVGs, scale, PCA 30, tied GMM;
+  (b) same PCA 30, then three rounds of averaging over each spot's 7 nearest neighbours in space
+      (itself included, row-normalised), then tied GMM.
+Results are appended to benchmarks/RESULTS.md ("Spatial domains").
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _data import labels_of, load, make_synthetic_section  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+K = 7
+
+
+class PeakRSS:
+    """Peak resident memory of this process while the block runs (polled every 20 ms)."""
+
+    def __enter__(self):
+        import psutil
+
+        self._p = psutil.Process(os.getpid())
+        self.peak = self._p.memory_info().rss
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._poll, daemon=True)
+        self._t.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._p.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._p.memory_info().rss)
+
+
+def _gpu_reset(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _gpu_peak(device: str) -> float | None:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**30
+    return None
+
+
+def knn_smoothing_operator(xy: np.ndarray, k: int = 7) -> sp.csr_matrix:
+    """Row-normalised kNN averaging (k nearest including the spot itself)."""
+    from scipy.spatial import cKDTree
+
+    _, idx = cKDTree(xy).query(xy, k=k)
+    n = xy.shape[0]
+    return sp.csr_matrix(
+        (np.full(n * k, 1.0 / k, np.float32), (np.repeat(np.arange(n), k), idx.ravel())),
+        shape=(n, n),
+    )
+
+
+def run_gnn(adata, seed: int, device: str):
+    from napari_scai.tl import spatial_domains
+
+    a = adata.copy()
+    spatial_domains(a, n_domains=K, device=device, seed=seed)
+    return a.obs["scai_domain"].to_numpy()
+
+
+def run_baseline(adata, seed: int, device: str, smooth: bool):
+    from napari_scai.models.cluster import GaussianMixture
+    from napari_scai.preprocess import rna_features
+
+    X = rna_features(adata.copy(), n_top_genes=3000, n_comps=30, key_added=None)
+    if smooth:
+        S = knn_smoothing_operator(np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2])
+        for _ in range(3):
+            X = S @ X
+    return GaussianMixture(K, covariance_type="tied", seed=seed, device=device).fit_predict(X)
+
+
+METHODS = {
+    "GNN (spatial_domains)": run_gnn,
+    "(a) PCA + GMM": lambda a, s, d: run_baseline(a, s, d, smooth=False),
+    "(b) PCA + 3x kNN-7 smoothing + GMM": lambda a, s, d: run_baseline(a, s, d, smooth=True),
+}
+
+
+def ari_on_labelled(truth, pred) -> float:
+    from sklearn.metrics import adjusted_rand_score
+
+    import pandas as pd
+
+    t = pd.Series(truth)
+    keep = t.notna().to_numpy()
+    return float(adjusted_rand_score(t[keep].astype(str), np.asarray(pred)[keep]))
+
+
+def bench_dataset(name, adata, truth_key, seeds, device, methods):
+    rows = []
+    for mname in methods:
+        fn = METHODS[mname]
+        aris, times, peaks, gpeaks = [], [], [], []
+        for seed in seeds:
+            _gpu_reset(device)
+            with PeakRSS() as mem:
+                t = time.perf_counter()
+                pred = fn(adata, seed, device)
+                times.append(time.perf_counter() - t)
+            peaks.append(mem.peak / 2**30)
+            gpeaks.append(_gpu_peak(device))
+            aris.append(ari_on_labelled(adata.obs[truth_key], pred))
+            print(f"  {name:9s} {mname:36s} seed {seed}: ARI {aris[-1]:.3f}  {times[-1]:.1f} s", flush=True)
+        rows.append(
+            dict(
+                dataset=name, method=mname, n=adata.n_obs, aris=aris,
+                mean=float(np.mean(aris)), sd=float(np.std(aris, ddof=1)) if len(aris) > 1 else 0.0,
+                time=float(np.mean(times)), peak=float(np.max(peaks)),
+                gpu=None if gpeaks[0] is None else float(np.max(gpeaks)),
+            )
+        )
+    return rows
+
+
+def fmt_table(rows, device: str) -> str:
+    out = [
+        "| dataset | cells | method | ARI mean ± SD | ARIs per seed | wall s / run | peak host GiB | peak GPU GiB | device |",
+        "|---|---:|---|---|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        gpu = "-" if r["gpu"] is None else f"{r['gpu']:.2f}"
+        aris = " ".join(f"{x:.3f}" for x in r["aris"])
+        out.append(
+            f"| {r['dataset']} | {r['n']:,} | {r['method']} | {r['mean']:.3f} ± {r['sd']:.3f} | {aris} "
+            f"| {r['time']:.1f} | {r['peak']:.2f} | {gpu} | {device} |"
+        )
+    return "\n".join(out)
+
+
+def describe_device(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+
+
+def append_results(text: str, header: str) -> None:
+    body = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    if "## Spatial domains" not in body:
+        body = body.rstrip() + "\n\n## Spatial domains\n"
+    body = body.rstrip() + f"\n\n{header}\n\n{text}\n"
+    RESULTS.write_text(body)
+
+
+def main(argv=None) -> None:
+    from napari_scai.models import resolve_device
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
+    p.add_argument("--datasets", default="151673,151674,starmap")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--scale", type=int, default=0, help="synthetic N-cell section instead")
+    p.add_argument("--methods", default="all", help="comma list of: gnn,a,b (default all)")
+    p.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
+    args = p.parse_args(argv)
+    device = str(resolve_device(args.device))
+    seeds = list(range(args.seeds))
+    names = list(METHODS)
+    if args.methods != "all":
+        pick = {"gnn": names[0], "a": names[1], "b": names[2]}
+        names = [pick[m.strip()] for m in args.methods.split(",")]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip() or "uncommitted"
+    except OSError:
+        commit = "unknown"
+    rows = []
+    if args.scale:
+        t = time.perf_counter()
+        a = make_synthetic_section(args.scale, seed=0)
+        print(f"synthetic section: {a.n_obs:,} cells x {a.n_vars} genes in {time.perf_counter() - t:.1f} s")
+        rows += bench_dataset(f"synthetic-{args.scale}", a, "planted", seeds, device, names)
+    else:
+        for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+            a = load(name)
+            rows += bench_dataset(name, a, labels_of(name), seeds, device, names)
+    table = fmt_table(rows, device)
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cmd = "python benchmarks/domains.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    header = (
+        f"`{cmd.strip()}` — {when}; device: {describe_device(device)}; commit {commit}; "
+        f"seeds {seeds[0]}..{seeds[-1]}; K = {K}."
+    )
+    print()
+    print(header)
+    print(table)
+    if not args.no_append:
+        append_results(table, header)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""``spatial_domains``: GNN spatial domains on one or several samples."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+__all__ = ["spatial_domains"]
+
+
+def _table(data: Any, table: str):
+    """The AnnData behind ``data`` (SpatialData -> ``tables[table]``, AnnData -> itself)."""
+    import anndata as ad
+
+    if isinstance(data, ad.AnnData):
+        return data
+    tables = getattr(data, "tables", None)
+    if tables is None:
+        raise TypeError(f"expected a SpatialData or AnnData, got {type(data).__name__}")
+    if table not in tables:
+        raise KeyError(
+            f"table {table!r} not found; this SpatialData has tables {list(tables.keys())}. "
+            "Pass table=<name>."
+        )
+    return tables[table]
+
+
+def _graph_for(adata: Any, graph: Any, graph_kwargs: dict[str, Any]) -> sp.csr_matrix:
+    from napari_scai.graph import _edges_to_csr, spatial_graph
+
+    if sp.issparse(graph):
+        if graph.shape != (adata.n_obs, adata.n_obs):
+            raise ValueError(f"graph has shape {graph.shape}, expected {(adata.n_obs,) * 2}")
+        G = sp.csr_matrix(graph)
+        return _edges_to_csr(*G.nonzero(), G.shape[0])
+    if isinstance(graph, str) and graph in adata.obsp:
+        G = sp.csr_matrix(adata.obsp[graph])
+        return _edges_to_csr(*G.nonzero(), G.shape[0])
+    return spatial_graph(adata, method=str(graph), **graph_kwargs)
+
+
+def _plain(v: Any) -> Any:
+    """Make a value safe for ``uns`` (h5ad / zarr writers)."""
+    if v is None:
+        return "none"
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, (np.integer, np.floating, np.bool_)):
+        return v.item()
+    return v
+
+
+def spatial_domains(
+    data: Any,
+    table: str = "rna",
+    n_domains: int = 7,
+    device: str = "auto",
+    seed: int = 0,
+    *,
+    graph: Any = "auto",
+    batch_key: str | None = None,
+    refine: bool = False,
+    progress: Any = None,
+    cancel: Any = None,
+    layer: str | None = None,
+    n_top_genes: int = 3000,
+    n_comps: int = 50,
+    epochs: int = 300,
+    hidden_dim: int = 128,
+    latent_dim: int = 32,
+    lr: float = 1e-3,
+    covariance_type: str = "tied",
+    n_init: int = 5,
+    graph_kwargs: dict[str, Any] | None = None,
+    key_added: str = "scai_domain",
+    **model_kwargs: Any,
+):
+    """Find spatial domains with a graph autoencoder and a Gaussian mixture.
+
+    Pipeline: Seurat v3 HVGs on counts -> log-normalise, scale, PCA -> spatial graph (Visium
+    hex, else kNN) -> GCN autoencoder with a local contrastive term (see
+    :mod:`napari_scai.models.domains`) -> tied-covariance GMM with ``n_domains`` components in
+    torch -> optional neighbour-majority refinement.
+
+    Parameters
+    ----------
+    data
+        A SpatialData (``data.tables[table]`` is used), an AnnData, or a list of them (joint
+        mode: one block-diagonal graph, one shared embedding and shared domains; the sample is
+        a batch covariate).
+    table
+        Table name inside a SpatialData.
+    n_domains
+        Number of domains K.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    seed
+        Seed for the model and the mixture (same seed, same device -> same labels).
+    graph
+        ``"auto"`` (hex for Visium, kNN otherwise), ``"hex"``, ``"knn"``, ``"radius"``,
+        ``"delaunay"``, ``"squidpy"``, an ``obsp`` key, or a scipy sparse adjacency.
+    batch_key
+        ``obs`` column with a batch covariate (within one table); in joint mode the sample
+        index is used and combined with it.
+    refine
+        Apply neighbour-majority refinement to the labels.
+    progress
+        ``progress(step, total, message)`` callback.
+    cancel
+        Object with ``is_set()`` (e.g. ``threading.Event``); when set the run raises
+        :class:`napari_scai.models.Cancelled` and writes nothing.
+    layer
+        Layer with raw counts (default ``X``).
+    n_top_genes, n_comps
+        HVGs and principal components used as model input.
+    epochs, hidden_dim, latent_dim, lr
+        Model size and training.
+    covariance_type, n_init
+        Gaussian mixture settings.
+    graph_kwargs
+        Passed to :func:`napari_scai.graph.spatial_graph` (e.g. ``k=``, ``radius=``).
+    key_added
+        Prefix of the written keys (default ``scai_domain``).
+    **model_kwargs
+        Extra :class:`napari_scai.models.domains.DomainConfig` fields.
+
+    Returns
+    -------
+    AnnData or list of AnnData
+        The table(s), with ``obs[key_added]`` (categorical "0".."K-1", ordered by size),
+        ``obs[f"{key_added}_confidence"]``, ``obsm[f"X_{key_added}"]``,
+        ``uns[f"{key_added}_colors"]`` and ``uns[f"{key_added}_params"]``.
+    """
+    import anndata as ad
+
+    from napari_scai._colors import palette
+    from napari_scai.graph import block_diagonal, graph_stats
+    from napari_scai.models._runtime import Runtime
+    from napari_scai.models.cluster import GaussianMixture, refine_labels
+    from napari_scai.models.domains import DomainConfig, train_domain_model
+    from napari_scai.preprocess import rna_features
+
+    t0 = time.perf_counter()
+    joint = isinstance(data, Sequence) and not isinstance(data, (str, ad.AnnData))
+    adatas = [_table(d, table) for d in (data if joint else [data])]
+    if not adatas:
+        raise ValueError("no samples given")
+    n_domains = int(n_domains)
+    if n_domains < 1:
+        raise ValueError("n_domains must be >= 1")
+    rt = Runtime(device=device, seed=seed, progress=progress, cancel=cancel)
+    rt.report(0, 4, "preprocessing")
+
+    # ---- features (on copies; the user's X is not touched)
+    if len(adatas) == 1:
+        work = ad.AnnData(
+            X=adatas[0].layers[layer] if layer else adatas[0].X,
+            obs=adatas[0].obs[[batch_key]] if batch_key else pd.DataFrame(index=adatas[0].obs_names),
+        )
+        sample = np.zeros(work.n_obs, dtype=np.int64)
+    else:
+        genes = adatas[0].var_names
+        for a in adatas[1:]:
+            genes = genes.intersection(a.var_names, sort=False)
+        if len(genes) == 0:
+            raise ValueError("the samples share no genes (var_names); cannot embed them jointly")
+        parts = []
+        for i, a in enumerate(adatas):
+            Xa = a.layers[layer] if layer else a.X
+            obs = pd.DataFrame({"_sample": str(i)}, index=[f"{i}:{n}" for n in a.obs_names])
+            if batch_key:
+                obs[batch_key] = a.obs[batch_key].to_numpy()
+            parts.append(ad.AnnData(X=Xa[:, a.var_names.get_indexer(genes)], obs=obs))
+        work = ad.concat(parts, join="outer")
+        sample = np.concatenate([np.full(a.n_obs, i) for i, a in enumerate(adatas)])
+    batch = None
+    if len(adatas) > 1 or batch_key:
+        keys = [work.obs["_sample"].astype(str)] if len(adatas) > 1 else []
+        if batch_key:
+            keys.append(work.obs[batch_key].astype(str))
+        combo = keys[0] if len(keys) == 1 else keys[0] + "|" + keys[1]
+        batch = pd.factorize(combo.to_numpy())[0]
+        work.obs["_batch"] = batch
+    feats = rna_features(
+        work,
+        n_top_genes=n_top_genes,
+        n_comps=n_comps,
+        batch_key="_batch" if batch is not None else None,
+        key_added=None,
+        seed=seed,
+    )
+    rt.check()
+
+    # ---- graph (block diagonal over samples)
+    rt.report(1, 4, "building spatial graph")
+    gk = dict(graph_kwargs or {})
+    A = block_diagonal([_graph_for(a, graph, gk) for a in adatas])
+    coords = None
+    if all("spatial" in a.obsm for a in adatas):
+        offs, cs = 0.0, []
+        for a in adatas:  # place samples side by side for tiling
+            c = np.asarray(a.obsm["spatial"], dtype=np.float64)[:, :2].copy()
+            c[:, 0] += offs - c[:, 0].min()
+            offs = c[:, 0].max() + 1.0
+            cs.append(c)
+        coords = np.vstack(cs)
+    rt.check()
+
+    # ---- model
+    cfg = DomainConfig(
+        hidden_dim=hidden_dim, latent_dim=latent_dim, epochs=epochs, lr=lr, **model_kwargs
+    )
+    t_train = time.perf_counter()
+
+    def _progress(step: int, total: int, msg: str) -> None:
+        rt.report(1 + step / max(total, 1) * 2, 4, msg)  # scaled into step 1..3 of 4
+
+    train_rt = Runtime(device=rt.device, seed=seed, progress=_progress if progress else None, cancel=cancel)
+    Z, info = train_domain_model(feats, A, cfg, train_rt, batch=batch, coords=coords)
+    t_train = time.perf_counter() - t_train
+
+    # ---- clustering
+    rt.report(3, 4, "clustering")
+    gmm = GaussianMixture(
+        n_domains, covariance_type=covariance_type, n_init=n_init, seed=seed, device=rt.device,
+        cancel=cancel,
+    ).fit(Z)
+    post = gmm.predict_proba(Z)
+    labels = post.argmax(1)
+    if refine:
+        labels = refine_labels(labels, A, n_rounds=1)
+    # name domains by size (largest = "0"), ties by component index: deterministic
+    sizes = np.bincount(labels, minlength=n_domains)
+    order = np.lexsort((np.arange(n_domains), -sizes))
+    rank = np.empty(n_domains, dtype=np.int64)
+    rank[order] = np.arange(n_domains)
+    conf = post[np.arange(labels.size), labels].astype(np.float32)
+    names = [str(i) for i in range(n_domains)]
+    colors = palette(n_domains)
+    params = _plain(
+        {
+            "n_domains": n_domains,
+            "seed": int(seed),
+            "device": str(rt.device),
+            "graph": graph if isinstance(graph, str) else "user",
+            "graph_stats": graph_stats(A),
+            "batch_key": batch_key,
+            "refine": bool(refine),
+            "n_top_genes": n_top_genes,
+            "n_comps": n_comps,
+            "covariance_type": covariance_type,
+            "n_init": n_init,
+            "model": cfg.as_dict(),
+            "n_samples": len(adatas),
+            "gmm_log_likelihood": float(gmm.lower_bound_),
+            "train_seconds": round(t_train, 3),
+            "total_seconds": round(time.perf_counter() - t0, 3),
+            "final_loss": float(info["loss_history"][-1]) if info["loss_history"] else float("nan"),
+        }
+    )
+    rt.check()  # nothing is written when cancelled
+    for i, a in enumerate(adatas):
+        sel = sample == i
+        a.obs[key_added] = pd.Categorical.from_codes(rank[labels[sel]], categories=names)
+        a.obs[f"{key_added}_confidence"] = conf[sel]
+        a.obsm[f"X_{key_added}"] = Z[sel]
+        a.uns[f"{key_added}_colors"] = list(colors)
+        a.uns[f"{key_added}_params"] = dict(params, sample_index=i)
+    rt.report(4, 4, "done")
+    return adatas if joint else adatas[0]

@@ -1,0 +1,1279 @@
+"""Annotate & compare docks.
+
+:class:`AnnotateWidget` draws annotation polygons and assigns classes to spots (undo/redo,
+atomic save and autosave to the SpatialData store, CSV/GeoJSON import and export). Its
+"Compare" tab is a :class:`CompareWidget`: a prediction against a reference (ARI, NMI,
+per-class scores, confusion matrix, Hungarian matching, renaming), with the disagreeing spots,
+low-confidence spots and the outline of each predicted domain drawn on the tissue.
+
+The state and the layer helpers live in :mod:`napari_scai.viewer._annotations`; compute is in
+:mod:`napari_scai.tl`. These classes only wire Qt controls to them.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtGui import QColor, QIcon, QKeySequence, QPixmap, QShortcut
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QColorDialog,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_scai._colors import MISSING_COLOR, palette
+from napari_scai.viewer._annotations import (
+    ANNOTATION_ELEMENT,
+    ANNOTATION_KEY,
+    HIGHLIGHT_COLOR,
+    LOW_CONFIDENCE_COLOR,
+    AnnotationState,
+    Command,
+    CommandStack,
+    compute_labels,
+    contour_layer,
+    polygon_layer_kwargs,
+    set_contour_visibility,
+    shape_to_polygon,
+    spot_marker_layer,
+    state_from_sdata,
+    state_to_geodataframe,
+    write_column,
+)
+from napari_scai.widgets._common import notify_error, scai_point_layers
+
+CONFIDENCE_KEY = "scai_domain_confidence"
+
+
+def _swatch(color: str) -> QIcon:
+    pix = QPixmap(14, 14)
+    pix.fill(QColor(color))
+    return QIcon(pix)
+
+
+def _unwrap(viewer):
+    """The real viewer behind npe2's public-only proxy (layer identity checks need it)."""
+    return getattr(viewer, "__wrapped__", viewer)
+
+
+def _notify_info(message: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(message)
+
+
+def _spot_size(layer) -> float:
+    return float(
+        np.median(np.broadcast_to(np.asarray(layer.size, dtype=float), (max(len(layer.data), 1),)))
+    )
+
+
+def _spots_affine(layer) -> np.ndarray:
+    """(y, x) affine from the spots element's intrinsic coordinates to the layer's world."""
+    from napari_scai.viewer._layers import affine_yx
+
+    source = layer.metadata["scai"]
+    element = layer.metadata["sdata"].shapes[source.element]
+    return affine_yx(element, source.coordinate_system)
+
+
+# =========================================================================== annotate
+
+
+class AnnotateWidget(QWidget):
+    """Draw annotation polygons, assign classes to spots, undo/redo, save, import/export.
+
+    Draw polygons (or rectangles/ellipses) in the annotation Shapes layer: each new polygon
+    gets the current class, and the spots whose centre is inside get that class in
+    ``obs['scai_annotation']``. Select spots in the spots layer (select mode: drag a box,
+    shift-click) or polygons in the annotation layer, then *Assign* gives them the current
+    class and *Erase* clears the spots and deletes the polygons. Every step can be undone
+    (Ctrl+Z) and redone (Ctrl+Shift+Z); with a store on disk it is autosaved two seconds after
+    the last step, atomically (:func:`napari_scai.io.update`).
+    """
+
+    #: Emitted after every change of the annotation (a step, undo, redo, load).
+    annotationChanged = Signal()
+
+    def __init__(
+        self,
+        napari_viewer,
+        *,
+        pick_color: Callable[[str], str | None] | None = None,
+        autosave_ms: int = 2000,
+    ) -> None:
+        super().__init__()
+        self.viewer = _unwrap(napari_viewer)
+        self.key = ANNOTATION_KEY
+        self.element = ANNOTATION_ELEMENT
+        self.state = AnnotationState()
+        self.stack = CommandStack()
+        self.spots = None
+        self.shapes_layer = None
+        self.dirty = False
+        self._had_column = False
+        self._initial_color_key: str | None = None
+        self.last_save_error: str | None = None
+        self._syncing = False
+        self._pick_color = pick_color or self._dialog_color
+
+        # --- controls
+        self.layer_combo = QComboBox()
+        self.author_edit = QLineEdit(_default_author())
+        self.class_list = QListWidget()
+        self.class_list.setObjectName("annotation_classes")
+        self.class_name = QLineEdit()
+        self.class_name.setPlaceholderText("class name")
+        self.add_class_button = QPushButton("Add class")
+        self.rename_button = QPushButton("Rename")
+        self.color_button = QPushButton("Colour…")
+        self.assign_button = QPushButton("Assign to selected")
+        self.assign_button.setToolTip("Give the current class to the selected spots and polygons")
+        self.erase_button = QPushButton("Erase selected")
+        self.erase_button.setToolTip(
+            "Clear the class of the selected spots; delete the selected polygons"
+        )
+        self.undo_button = QPushButton("Undo")
+        self.redo_button = QPushButton("Redo")
+        self.color_spots = QCheckBox("colour spots by annotation")
+        self.color_spots.setChecked(True)
+        self.save_button = QPushButton("Save")
+        self.autosave = QCheckBox("autosave to the store")
+        self.autosave.setChecked(True)
+        self.export_csv_button = QPushButton("Export CSV…")
+        self.import_csv_button = QPushButton("Import CSV…")
+        self.export_geojson_button = QPushButton("Export GeoJSON…")
+        self.import_geojson_button = QPushButton("Import GeoJSON…")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Spots/cells layer", self.layer_combo)
+        form.addRow("Author", self.author_edit)
+        classes = QGroupBox("Classes")
+        cl = QGridLayout(classes)
+        cl.addWidget(self.class_list, 0, 0, 1, 3)
+        cl.addWidget(self.class_name, 1, 0, 1, 3)
+        cl.addWidget(self.add_class_button, 2, 0)
+        cl.addWidget(self.rename_button, 2, 1)
+        cl.addWidget(self.color_button, 2, 2)
+        edit = QGridLayout()
+        edit.addWidget(self.assign_button, 0, 0)
+        edit.addWidget(self.erase_button, 0, 1)
+        edit.addWidget(self.undo_button, 1, 0)
+        edit.addWidget(self.redo_button, 1, 1)
+        files = QGridLayout()
+        files.addWidget(self.save_button, 0, 0)
+        files.addWidget(self.autosave, 0, 1)
+        files.addWidget(self.export_csv_button, 1, 0)
+        files.addWidget(self.import_csv_button, 1, 1)
+        files.addWidget(self.export_geojson_button, 2, 0)
+        files.addWidget(self.import_geojson_button, 2, 1)
+
+        page = QWidget()
+        pl = QVBoxLayout(page)
+        pl.addLayout(form)
+        pl.addWidget(classes, 1)
+        pl.addLayout(edit)
+        pl.addWidget(self.color_spots)
+        pl.addLayout(files)
+        pl.addWidget(self.status)
+
+        self.compare = CompareWidget(self.viewer)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(page, "Annotate")
+        self.tabs.addTab(self.compare, "Compare")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.tabs)
+
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.setSingleShot(True)
+        self.autosave_timer.setInterval(autosave_ms)
+        self.autosave_timer.timeout.connect(self._autosave)
+
+        # --- wiring
+        self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
+        self.add_class_button.clicked.connect(self._on_add_class)
+        self.class_name.returnPressed.connect(self._on_add_class)
+        self.rename_button.clicked.connect(self._on_rename)
+        self.color_button.clicked.connect(self._on_recolor)
+        self.class_list.currentRowChanged.connect(self._on_current_class)
+        self.class_list.itemDoubleClicked.connect(lambda _i: self._on_recolor())
+        self.assign_button.clicked.connect(self.assign_selected)
+        self.erase_button.clicked.connect(self.erase_selected)
+        self.undo_button.clicked.connect(self.undo)
+        self.redo_button.clicked.connect(self.redo)
+        self.color_spots.toggled.connect(lambda _c: self._recolor_spots())
+        self.save_button.clicked.connect(self._on_save)
+        self.export_csv_button.clicked.connect(self._on_export_csv)
+        self.import_csv_button.clicked.connect(self._on_import_csv)
+        self.export_geojson_button.clicked.connect(self._on_export_geojson)
+        self.import_geojson_button.clicked.connect(self._on_import_geojson)
+        context = Qt.ShortcutContext.WidgetWithChildrenShortcut
+        self.undo_shortcut = QShortcut(QKeySequence("Ctrl+Z"), self, self.undo, context=context)
+        self.redo_shortcut = QShortcut(
+            QKeySequence("Ctrl+Shift+Z"), self, self.redo, context=context
+        )
+        self.viewer.layers.events.inserted.connect(self.refresh_layers)
+        self.viewer.layers.events.removed.connect(self.refresh_layers)
+        self.refresh_layers()
+
+    # ------------------------------------------------------------------ layers and loading
+    def refresh_layers(self, *_args: Any) -> None:
+        """Offer the spots/cells layers of the viewer; (re)bind if the choice changed."""
+        current = self.layer_combo.currentText()
+        names = [ly.name for ly in scai_point_layers(self.viewer)]
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        if current in names:
+            self.layer_combo.setCurrentText(current)
+        self.layer_combo.blockSignals(False)
+        layer = self.viewer.layers[self.layer_combo.currentText()] if names else None
+        if layer is not self.spots:
+            self._on_layer_changed()
+
+    def _on_layer_changed(self, *_args: Any) -> None:
+        name = self.layer_combo.currentText()
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        if layer is self.spots:
+            return
+        self.autosave_timer.stop()
+        self.spots = layer
+        if layer is None:
+            return
+        self.load()
+
+    @property
+    def sdata(self):
+        return None if self.spots is None else self.spots.metadata["sdata"]
+
+    @property
+    def adata(self):
+        return None if self.spots is None else self.spots.metadata["adata"]
+
+    @property
+    def table(self) -> str | None:
+        return None if self.spots is None else self.spots.metadata["scai"].table
+
+    @property
+    def rows(self) -> np.ndarray:
+        rows = self.spots.metadata["scai"].extra.get("rows")
+        return np.arange(len(self.spots.data)) if rows is None else np.asarray(rows)
+
+    def load(self) -> None:
+        """Show the annotation saved in the layer's SpatialData (polygons, classes, column).
+
+        Called when a spots layer is chosen; starts a fresh undo history.
+        """
+        if self.spots is None:
+            return
+        self.stack.clear()
+        state = state_from_sdata(
+            self.sdata,
+            np.asarray(self.spots.data),
+            self.rows,
+            _spots_affine(self.spots),
+            table=self.table,
+            key=self.key,
+            element=self.element,
+        )
+        self._ensure_shapes_layer()
+        self._had_column = self.key in self.adata.obs.columns
+        self._initial_color_key = self.spots.metadata["scai"].color_key
+        self._set_state(state, write=self._had_column or bool(state.steps))
+        self.dirty = False
+        if state.steps or state.classes:
+            self.status.setText(
+                f"loaded {len(state.polygons)} polygons, {len(state.classes)} classes from '{self.element}' / obs['{self.key}']"
+            )
+
+    def _ensure_shapes_layer(self) -> None:
+        name = f"{self.spots.name} annotations"
+        if (
+            self.shapes_layer is not None
+            and self.shapes_layer in self.viewer.layers
+            and self.shapes_layer.name == name
+        ):
+            return
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        layer = self.viewer.add_shapes(
+            name=name,
+            ndim=2,
+            edge_width=self._edge_width(),
+            features=pd.DataFrame(
+                {"poly_id": np.array([], dtype=np.int64), "class": np.array([], dtype=object)}
+            ),
+        )
+        layer.feature_defaults = {"poly_id": -1, "class": ""}
+        layer.metadata["scai_annotations_of"] = self.spots.name
+        layer.events.data.connect(self._on_shapes_data)
+        for target in (layer, self.spots):
+            target.bind_key("Control-Z", lambda _ly: self.undo(), overwrite=True)
+            target.bind_key("Control-Shift-Z", lambda _ly: self.redo(), overwrite=True)
+        self.shapes_layer = layer
+        self.viewer.layers.selection.active = layer
+
+    def _edge_width(self) -> float:
+        return (
+            0.25 * _spot_size(self.spots)
+            if self.spots is not None and len(self.spots.data)
+            else 1.0
+        )
+
+    # ------------------------------------------------------------------ state changes
+    def _set_state(self, state: AnnotationState, *, write: bool = True) -> None:
+        self.state = state
+        if write and not state.classes and not state.steps and not self._had_column:
+            # back to where we started (e.g. everything undone): no column at all
+            self.adata.obs.drop(columns=[self.key], inplace=True, errors="ignore")
+            self.adata.uns.pop(f"{self.key}_colors", None)
+        elif write:
+            labels = compute_labels(state, np.asarray(self.spots.data))
+            write_column(self.adata, self.rows, labels, state.classes, self.key)
+        self._render_polygons()
+        self._refresh_classes()
+        self._recolor_spots()
+        self._update_buttons()
+        self.annotationChanged.emit()
+
+    def execute(self, label: str, state: AnnotationState) -> None:
+        """Apply a new state as one undoable step named ``label``."""
+        if self.spots is None:
+            notify_error(
+                "no spots/cells layer to annotate. Fix: open a dataset with napari-scai first"
+            )
+            return
+        if state == self.state:
+            self._render_polygons()
+            return
+        self.stack.push(Command(label, self.state, state))
+        self._set_state(state)
+        self._changed(label)
+
+    def undo(self) -> None:
+        """Undo the last annotation step."""
+        cmd = self.stack.undo()
+        if cmd is not None:
+            self._set_state(cmd.before)
+            self._changed(f"undid {cmd.label}")
+
+    def redo(self) -> None:
+        """Redo the last undone annotation step."""
+        cmd = self.stack.redo()
+        if cmd is not None:
+            self._set_state(cmd.after)
+            self._changed(f"redid {cmd.label}")
+
+    def _changed(self, what: str) -> None:
+        self.dirty = True
+        self.status.setText(what)
+        if self.autosave.isChecked() and self.sdata is not None and self.sdata.path is not None:
+            self.autosave_timer.start()
+
+    def _update_buttons(self) -> None:
+        self.undo_button.setEnabled(self.stack.can_undo)
+        self.redo_button.setEnabled(self.stack.can_redo)
+        self.undo_button.setToolTip(
+            f"Undo {self.stack.done[-1].label} (Ctrl+Z)"
+            if self.stack.can_undo
+            else "Nothing to undo"
+        )
+        self.redo_button.setToolTip(
+            f"Redo {self.stack.undone[-1].label} (Ctrl+Shift+Z)"
+            if self.stack.can_redo
+            else "Nothing to redo"
+        )
+
+    # ------------------------------------------------------------------ classes
+    @property
+    def current_class(self) -> str | None:
+        item = self.class_list.currentItem()
+        return None if item is None else item.data(Qt.ItemDataRole.UserRole)
+
+    def set_current_class(self, name: str) -> None:
+        """Make ``name`` the class given to new polygons and assignments."""
+        names = self.state.class_names
+        if name not in names:
+            raise KeyError(f"no class named '{name}'. Fix: add it first (classes: {names})")
+        self.class_list.setCurrentRow(names.index(name))
+
+    def add_class(self, name: str, color: str | None = None) -> None:
+        """Add a class (undoable) and make it current."""
+        name = name.strip()
+        if not name:
+            notify_error("a class needs a name. Fix: type one in the box above 'Add class'")
+            return
+        if name in self.state.class_names:
+            self.set_current_class(name)
+            return
+        color = color or _next_color(self.state)
+        self.execute(f"add class {name}", self.state.with_class(name, color))
+        self.set_current_class(name)
+
+    def rename_class(self, old: str, new: str) -> None:
+        """Rename a class everywhere (undoable)."""
+        try:
+            state = self.state.rename_class(old, new.strip())
+        except (KeyError, ValueError) as err:
+            notify_error(str(err.args[0]))
+            return
+        self.execute(f"rename {old} to {new}", state)
+        self.set_current_class(new.strip())
+
+    def recolor_class(self, name: str, color: str) -> None:
+        """Give a class a new colour (undoable)."""
+        current = self.current_class
+        self.execute(f"recolour {name}", self.state.recolor_class(name, color))
+        if current:
+            self.set_current_class(current)
+
+    def _pick_class(self, state: AnnotationState) -> tuple[str, AnnotationState]:
+        """The current class, creating one (in the returned state) when there is none."""
+        cls = self.current_class
+        if cls is None or cls not in state.class_names:
+            cls = f"class {len(state.classes) + 1}"
+            state = state.with_class(cls, _next_color(state))
+        return cls, state
+
+    def _refresh_classes(self) -> None:
+        current = self.current_class
+        counts = (
+            self.adata.obs[self.key].value_counts()
+            if self.adata is not None and self.key in self.adata.obs
+            else {}
+        )
+        self.class_list.blockSignals(True)
+        self.class_list.clear()
+        for c in self.state.classes:
+            item = QListWidgetItem(
+                _swatch(c.color), f"{c.name}  ({int(counts.get(c.name, 0))} spots)"
+            )
+            item.setData(Qt.ItemDataRole.UserRole, c.name)
+            self.class_list.addItem(item)
+        names = self.state.class_names
+        if names:
+            self.class_list.setCurrentRow(
+                names.index(current) if current in names else len(names) - 1
+            )
+        self.class_list.blockSignals(False)
+        self._on_current_class()
+
+    def _on_current_class(self, *_args: Any) -> None:
+        cls = self.current_class
+        if (
+            cls is not None
+            and self.shapes_layer is not None
+            and not self.shapes_layer.selected_data
+        ):
+            color = self.state.color_of(cls)
+            with self._sync():
+                self.shapes_layer.current_edge_color = color
+                self.shapes_layer.current_face_color = QColor(color).name() + "40"
+
+    def _on_add_class(self) -> None:
+        self.add_class(self.class_name.text())
+        self.class_name.clear()
+
+    def _on_rename(self) -> None:
+        if self.current_class is None or not self.class_name.text().strip():
+            notify_error(
+                "select a class and type its new name. Fix: pick a class in the list, type a name, press Rename"
+            )
+            return
+        self.rename_class(self.current_class, self.class_name.text())
+        self.class_name.clear()
+
+    def _on_recolor(self) -> None:
+        cls = self.current_class
+        if cls is None:
+            return
+        color = self._pick_color(self.state.color_of(cls))
+        if color:
+            self.recolor_class(cls, color)
+
+    @staticmethod
+    def _dialog_color(current: str) -> str | None:
+        color = QColorDialog.getColor(QColor(current))
+        return color.name() if color.isValid() else None
+
+    # ------------------------------------------------------------------ polygons
+    @contextmanager
+    def _sync(self) -> Iterator[None]:
+        previous, self._syncing = self._syncing, True
+        try:
+            yield
+        finally:
+            self._syncing = previous
+
+    def _render_polygons(self) -> None:
+        """Make the Shapes layer show the state's polygons.
+
+        Incremental: shapes already drawn with the right vertices are kept (napari
+        triangulates every polygon it is given, which is slow for long outlines); only removed
+        shapes are deleted, new ones appended, and colours/features rewritten.
+        """
+        layer = self.shapes_layer
+        if layer is None:
+            return
+        kw = polygon_layer_kwargs(self.state, self._edge_width())
+        polys = self.state.polygons
+        by_id = {p.id: p for p in polys}
+        data = layer.data
+        ids = (
+            list(layer.features["poly_id"].to_numpy())
+            if "poly_id" in layer.features
+            else [-1] * len(data)
+        )
+        known = set(ids)
+        pending = iter([p for p in polys if p.id not in known])
+        candidate = next(pending, None)
+        for i, lid in enumerate(ids):  # shapes just drawn (id -1) that the state now holds
+            if lid < 0 and candidate is not None and _same_vertices(data[i], candidate.yx):
+                ids[i] = candidate.id
+                candidate = next(pending, None)
+        keep = [
+            i
+            for i, lid in enumerate(ids)
+            if lid in by_id and _same_vertices(data[i], by_id[lid].yx)
+        ]
+        kept_ids = [ids[i] for i in keep]
+        order = [p.id for p in polys]
+        with self._sync():
+            layer.selected_data = set()
+            if kept_ids != order[: len(kept_ids)]:  # order changed (e.g. undo of a delete): redraw
+                keep, kept_ids = [], []
+            drop = sorted(set(range(len(data))) - set(keep))
+            if drop:
+                if len(drop) == len(data):
+                    layer.data = []
+                else:
+                    layer.remove(drop)
+            missing = polys[len(kept_ids) :]
+            if missing:
+                colors = kw["edge_color"][len(kept_ids) :]
+                layer.add_polygons(
+                    [p.yx for p in missing],
+                    edge_width=kw["edge_width"],
+                    edge_color=colors,
+                    face_color=kw["face_color"][len(kept_ids) :],
+                )
+            layer.features = kw["features"]
+            layer.feature_defaults = {"poly_id": -1, "class": ""}
+            if polys:
+                layer.edge_color = kw["edge_color"]
+                layer.face_color = kw["face_color"]
+                layer.edge_width = [kw["edge_width"]] * len(polys)
+            layer.current_edge_width = kw["edge_width"]
+
+    def _on_shapes_data(self, event) -> None:
+        if self._syncing or str(getattr(event, "action", "")) not in (
+            "added",
+            "removed",
+            "changed",
+        ):
+            return
+        self._reconcile()
+
+    def _reconcile(self) -> None:
+        """Turn what the user did in the Shapes layer into one undoable step."""
+        layer = self.shapes_layer
+        ids = (
+            layer.features["poly_id"].to_numpy()
+            if "poly_id" in layer.features
+            else np.full(len(layer.data), -1)
+        )
+        by_id = {p.id: p for p in self.state.polygons}
+        present = {int(i) for i in ids if i >= 0}
+        removed = [pid for pid in by_id if pid not in present]
+        new, edits = [], {}
+        for pid, verts, kind in zip(ids, layer.data, layer.shape_type, strict=True):
+            poly = shape_to_polygon(verts, kind)
+            if poly is None:
+                notify_error(
+                    f"a {kind} encloses no area and cannot annotate. Fix: draw a polygon, rectangle or ellipse"
+                )
+                continue
+            if pid < 0:
+                new.append(poly)
+            elif pid in by_id and (
+                by_id[pid].yx.shape != poly.shape or not np.allclose(by_id[pid].yx, poly)
+            ):
+                edits[int(pid)] = poly
+        state, what = self.state, []
+        if removed:
+            state = state.remove_polygons(removed)
+            what.append(f"delete {len(removed)} polygon(s)")
+        if edits:
+            state = state.edit_polygons(edits)
+            what.append(f"edit {len(edits)} polygon(s)")
+        if new:
+            cls, state = self._pick_class(state)
+            state = state.add_polygons(new, cls, self.author_edit.text())
+            what.append(f"add {len(new)} polygon(s) as {cls}")
+        self.execute(", ".join(what) or "edit polygons", state)
+
+    def add_polygons(self, polygons_yx: list[np.ndarray], cls: str | None = None) -> None:
+        """Add polygons (world ``(y, x)`` vertices) of class ``cls`` (default: current) as one step."""
+        state = self.state
+        if cls is None:
+            cls, state = self._pick_class(state)
+        elif cls not in state.class_names:
+            state = state.with_class(cls, _next_color(state))
+        self.execute(
+            f"add {len(polygons_yx)} polygon(s) as {cls}",
+            state.add_polygons(polygons_yx, cls, self.author_edit.text()),
+        )
+
+    def _selected_polygon_ids(self) -> list[int]:
+        layer = self.shapes_layer
+        if layer is None or not layer.selected_data:
+            return []
+        ids = layer.features["poly_id"].to_numpy()
+        return [int(ids[i]) for i in sorted(layer.selected_data) if ids[i] >= 0]
+
+    # ------------------------------------------------------------------ spots
+    def assign_selected(self) -> None:
+        """Give the current class to the selected spots and the selected polygons (one step)."""
+        if self.spots is None:
+            return
+        polys = self._selected_polygon_ids()
+        points = sorted(self.spots.selected_data)
+        if not polys and not points:
+            _notify_info(
+                "nothing selected. Select spots (spots layer, select mode) or polygons (annotation layer) first"
+            )
+            return
+        cls, state = self._pick_class(self.state)
+        if polys:
+            state = state.edit_polygons(dict.fromkeys(polys, cls))
+        if points:
+            state = state.assign_points(points, cls)
+        self.spots.selected_data = set()
+        self.execute(f"assign {len(points)} spot(s), {len(polys)} polygon(s) to {cls}", state)
+
+    def erase_selected(self) -> None:
+        """Clear the class of the selected spots and delete the selected polygons (one step)."""
+        if self.spots is None:
+            return
+        polys = self._selected_polygon_ids()
+        points = sorted(self.spots.selected_data)
+        if not polys and not points:
+            _notify_info("nothing selected to erase. Select spots or polygons first")
+            return
+        state = self.state
+        if polys:
+            state = state.remove_polygons(polys)
+        if points:
+            state = state.assign_points(points, None)
+        self.spots.selected_data = set()
+        self.execute(f"erase {len(points)} spot(s), {len(polys)} polygon(s)", state)
+
+    def _recolor_spots(self) -> None:
+        from napari_scai.viewer import recolor
+
+        if self.spots is None or not self.color_spots.isChecked():
+            return
+        col = self.adata.obs.get(self.key)
+        if col is not None and len(col.cat.categories):
+            recolor(self.spots, self.key)
+        elif self._initial_color_key not in (None, self.key):
+            recolor(self.spots, self._initial_color_key)  # nothing annotated: the colours we found
+
+    # ------------------------------------------------------------------ saving
+    def _prepare_sdata(self) -> list[str]:
+        """Put the polygons into the SpatialData; return the element names to write."""
+        from spatialdata.models import ShapesModel
+        from spatialdata.transformations import get_transformation
+
+        sdata = self.sdata
+        elements = [self.table]
+        gdf = state_to_geodataframe(
+            self.state, _spots_affine(self.spots), author=self.author_edit.text()
+        )
+        if gdf is not None:
+            spots_element = sdata.shapes[self.spots.metadata["scai"].element]
+            transforms = get_transformation(spots_element, get_all=True)
+            sdata.shapes[self.element] = ShapesModel.parse(gdf, transformations=dict(transforms))
+            elements.append(self.element)
+        elif self.element in sdata.shapes:
+            del sdata.shapes[self.element]
+        return elements
+
+    def save(self, path: str | Path | None = None) -> bool:
+        """Write the polygons and the column to the store (``io.update``, atomic).
+
+        ``path`` defaults to the SpatialData's own store. On failure the store keeps its
+        previous content, a napari error notification says why, and False is returned.
+        """
+        from napari_scai import io
+
+        self.autosave_timer.stop()
+        if self.spots is None:
+            return False
+        if path is None and self.sdata.path is None:
+            notify_error(
+                "this data has no store on disk yet. Fix: press Save and choose a .zarr folder"
+            )
+            return False
+        target = Path(path) if path is not None else Path(self.sdata.path)
+        try:
+            elements = self._prepare_sdata()
+            if self.element not in elements and (target / "shapes" / self.element).exists():
+                _notify_info(
+                    f"all polygons were deleted, but '{self.element}' stays in {target} until it is overwritten; "
+                    f"obs['{self.key}'] is saved"
+                )
+            io.update(self.sdata, target, elements=elements)
+        except Exception as err:  # noqa: BLE001 - any failure is reported, the store is intact
+            self.last_save_error = f"{type(err).__name__}: {err}"
+            notify_error(
+                f"saving the annotation to {target} failed ({self.last_save_error}). "
+                "The store keeps its previous version; your annotation is still here. Fix: check the disk and save again"
+            )
+            self.status.setText(f"save failed: {self.last_save_error}")
+            return False
+        self.last_save_error = None
+        self.dirty = False
+        self.status.setText(
+            f"saved {len(self.state.polygons)} polygons and obs['{self.key}'] to {target.name}"
+        )
+        return True
+
+    def _autosave(self) -> None:
+        if self.dirty and self.sdata is not None and self.sdata.path is not None:
+            self.save()
+
+    def _on_save(self) -> None:
+        if self.spots is None:
+            return
+        if self.sdata.path is None:
+            path = QFileDialog.getExistingDirectory(
+                self, "Save as SpatialData store (choose or type a new .zarr folder)"
+            )
+            if not path:
+                return
+            self.save(path)
+        else:
+            self.save()
+
+    # ------------------------------------------------------------------ import / export
+    def export_csv(self, path: str | Path) -> Path:
+        """Per-spot classes as ``spot_id,class`` CSV."""
+        from napari_scai.tl import export_annotation_csv
+
+        return export_annotation_csv(self.adata, self.key, path)
+
+    def import_csv(self, path: str | Path) -> None:
+        """Per-spot classes from a CSV (one undoable step; unknown classes are added)."""
+        from anndata import AnnData
+
+        from napari_scai.tl import import_annotation_csv
+
+        scratch = AnnData(obs=pd.DataFrame(index=self.adata.obs_names))
+        try:
+            col = import_annotation_csv(scratch, path, "imported")
+        except (ValueError, FileNotFoundError) as err:
+            notify_error(str(err))
+            return
+        rows = self.rows
+        ok = rows >= 0
+        vals = col.astype(object).to_numpy()
+        points = np.flatnonzero(ok)
+        values = vals[rows[ok]]
+        keep = ~pd.isna(values)
+        state = self.state
+        for name, color in zip(col.cat.categories, scratch.uns["imported_colors"], strict=True):
+            if str(name) not in state.class_names:
+                state = state.with_class(str(name), str(color))
+        from napari_scai.viewer._annotations import SpotStep
+
+        if keep.any():
+            step = SpotStep(points[keep], tuple(str(v) for v in values[keep]))
+            state = AnnotationState(state.classes, (*state.steps, step))
+        self.execute(f"import {Path(path).name}", state)
+
+    def export_geojson(self, path: str | Path) -> Path | None:
+        """Polygons as GeoJSON (intrinsic ``x, y`` of the spots element, with class/colour)."""
+        from napari_scai.tl import export_geojson
+
+        gdf = state_to_geodataframe(
+            self.state, _spots_affine(self.spots), author=self.author_edit.text()
+        )
+        if gdf is None:
+            notify_error("there are no polygons to export. Fix: draw some first")
+            return None
+        return export_geojson(gdf, path)
+
+    def import_geojson(self, path: str | Path) -> None:
+        """Polygons from GeoJSON (``class``/``color`` properties) as one undoable step."""
+        from napari_scai.tl import import_geojson
+        from napari_scai.viewer._annotations import _polygon_exterior, intrinsic_to_world
+
+        try:
+            gdf = import_geojson(path)
+        except (ValueError, FileNotFoundError) as err:
+            notify_error(str(err))
+            return
+        matrix = _spots_affine(self.spots)
+        state = self.state
+        if "class" in gdf.columns:
+            classes = gdf["class"].astype(str).tolist()
+        else:
+            cls, state = self._pick_class(state)
+            classes = [cls] * len(gdf)
+        colors = gdf["color"].tolist() if "color" in gdf.columns else [None] * len(gdf)
+        for geom, cls, color in zip(gdf.geometry, classes, colors, strict=True):
+            if cls not in state.class_names:
+                state = state.with_class(
+                    cls, color if isinstance(color, str) and color else _next_color(state)
+                )
+            state = state.add_polygons(
+                [intrinsic_to_world(r, matrix) for r in _polygon_exterior(geom)],
+                cls,
+                self.author_edit.text(),
+            )
+        self.execute(f"import {Path(path).name}", state)
+
+    def _on_export_csv(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export annotation CSV", "annotation.csv", "CSV (*.csv)"
+        )
+        if path:
+            self.export_csv(path)
+
+    def _on_import_csv(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import annotation CSV", "", "CSV (*.csv)")
+        if path:
+            self.import_csv(path)
+
+    def _on_export_geojson(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export polygons", "annotation.geojson", "GeoJSON (*.geojson *.json)"
+        )
+        if path:
+            self.export_geojson(path)
+
+    def _on_import_geojson(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Import polygons", "", "GeoJSON (*.geojson *.json)"
+        )
+        if path:
+            self.import_geojson(path)
+
+
+def _same_vertices(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.allclose(a, b))
+
+
+def _next_color(state: AnnotationState) -> str:
+    """A palette colour no class of ``state`` uses yet."""
+    used = {c.color.lower() for c in state.classes}
+    return next((c for c in palette(len(used) + 21) if c.lower() not in used), "#808080")
+
+
+def _default_author() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return ""
+
+
+# =========================================================================== compare
+
+
+def label_columns(adata) -> list[str]:
+    """obs columns that can be compared: categorical, text, bool or integers with few values."""
+    out = []
+    for c in adata.obs.columns:
+        if c in ("region", "instance_id"):
+            continue
+        col = adata.obs[c]
+        if isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == object or col.dtype == bool:
+            out.append(c)
+        elif pd.api.types.is_integer_dtype(col.dtype) and col.nunique() <= 100:
+            out.append(c)
+    return out
+
+
+class CompareWidget(QWidget):
+    """Compare a prediction with a reference and show where they differ on the tissue."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.viewer = _unwrap(napari_viewer)
+        self.report = None
+        self.layer_combo = QComboBox()
+        self.pred_combo = QComboBox()
+        self.ref_combo = QComboBox()
+        self.compare_button = QPushButton("Compare")
+        self.scores = QLabel("")
+        self.scores.setWordWrap(True)
+        self.per_class = QTableWidget(0, 6)
+        self.per_class.setHorizontalHeaderLabels(
+            ["class", "matched", "precision", "recall", "F1", "support"]
+        )
+        self.per_class.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.matching = QTableWidget(0, 2)
+        self.matching.setHorizontalHeaderLabels(["predicted", "reference"])
+        self.matching.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.figure = Figure(figsize=(3.5, 3.0), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(220)
+        self.rename_button = QPushButton("Rename predicted after matches")
+        self.show_disagreement = QCheckBox("highlight disagreeing spots")
+        self.show_disagreement.setChecked(True)
+        self.confidence = QDoubleSpinBox()
+        self.confidence.setRange(0.0, 1.0)
+        self.confidence.setSingleStep(0.05)
+        self.confidence.setValue(0.5)
+        self.confidence.setKeyboardTracking(False)
+        self.show_low_confidence = QCheckBox(f"mark spots with {CONFIDENCE_KEY} below")
+        self.contour_combo = QComboBox()
+        self.contour_button = QPushButton("Draw boundaries")
+        self.domain_list = QListWidget()
+        self.domain_list.setObjectName("contour_domains")
+        self.domain_list.setMaximumHeight(140)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Spots/cells layer", self.layer_combo)
+        form.addRow("Prediction", self.pred_combo)
+        form.addRow("Reference", self.ref_combo)
+        conf = QHBoxLayout()
+        conf.addWidget(self.show_low_confidence)
+        conf.addWidget(self.confidence)
+        bounds = QGroupBox("Boundaries on the tissue")
+        bl = QFormLayout(bounds)
+        bl.addRow("Domains of", self.contour_combo)
+        bl.addRow(self.contour_button)
+        bl.addRow(self.domain_list)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.compare_button)
+        layout.addWidget(self.scores)
+        layout.addWidget(self.canvas)
+        layout.addWidget(QLabel("Per class (after matching)"))
+        layout.addWidget(self.per_class)
+        layout.addWidget(QLabel("Hungarian matching"))
+        layout.addWidget(self.matching)
+        layout.addWidget(self.rename_button)
+        layout.addWidget(self.show_disagreement)
+        layout.addLayout(conf)
+        layout.addWidget(bounds)
+        layout.addWidget(self.status)
+
+        self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
+        self.compare_button.clicked.connect(self.run_compare)
+        self.rename_button.clicked.connect(self.rename_predicted)
+        self.show_disagreement.toggled.connect(lambda _c: self.update_disagreement())
+        self.show_low_confidence.toggled.connect(lambda _c: self.update_low_confidence())
+        self.confidence.valueChanged.connect(lambda _v: self.update_low_confidence())
+        self.contour_button.clicked.connect(lambda: self.draw_boundaries())
+        self.domain_list.itemChanged.connect(self._on_domain_toggled)
+        self.viewer.layers.events.inserted.connect(self.refresh_layers)
+        self.viewer.layers.events.removed.connect(self.refresh_layers)
+        self.rename_button.setEnabled(False)
+        self.refresh_layers()
+
+    # ------------------------------------------------------------------ choices
+    @property
+    def layer(self):
+        name = self.layer_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    @property
+    def adata(self):
+        return None if self.layer is None else self.layer.metadata["adata"]
+
+    def refresh_layers(self, *_args: Any) -> None:
+        current = self.layer_combo.currentText()
+        names = [ly.name for ly in scai_point_layers(self.viewer)]
+        if names == [self.layer_combo.itemText(i) for i in range(self.layer_combo.count())]:
+            return
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        if current in names:
+            self.layer_combo.setCurrentText(current)
+        self.layer_combo.blockSignals(False)
+        self._on_layer_changed()
+
+    def refresh_columns(self) -> None:
+        """Re-read the obs columns offered as prediction/reference/boundaries."""
+        adata = self.adata
+        cols = label_columns(adata) if adata is not None else []
+        for combo, prefer in (
+            (self.pred_combo, ("scai_domain", ANNOTATION_KEY)),
+            (self.ref_combo, ("layer_manual", ANNOTATION_KEY)),
+            (self.contour_combo, ("scai_domain",)),
+        ):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(cols)
+            pick = current if current in cols else next((p for p in prefer if p in cols), None)
+            if pick:
+                combo.setCurrentText(pick)
+            combo.blockSignals(False)
+        has_conf = adata is not None and CONFIDENCE_KEY in adata.obs.columns
+        self.show_low_confidence.setEnabled(has_conf)
+        self.confidence.setEnabled(has_conf)
+
+    def _on_layer_changed(self, *_args: Any) -> None:
+        self.refresh_columns()
+
+    def _point_values(self, values: np.ndarray) -> np.ndarray:
+        """Per-point values from per-row values of the layer's table."""
+        rows = self.layer.metadata["scai"].extra.get("rows")
+        if rows is None:
+            return values
+        rows = np.asarray(rows)
+        out = (
+            np.full(len(rows), None, dtype=object)
+            if values.dtype == object
+            else np.zeros(len(rows), dtype=values.dtype)
+        )
+        out[rows >= 0] = values[rows[rows >= 0]]
+        return out
+
+    # ------------------------------------------------------------------ compare
+    def set_columns(self, pred: str, ref: str) -> None:
+        """Choose the prediction and reference columns (re-reading the table first)."""
+        self.refresh_columns()
+        for combo, key in ((self.pred_combo, pred), (self.ref_combo, ref)):
+            if combo.findText(key) < 0:
+                raise KeyError(
+                    f"'{key}' is not a label column of this table (columns: {label_columns(self.adata)})"
+                )
+            combo.setCurrentText(key)
+
+    def run_compare(self):
+        """Score prediction vs reference, fill the dock and draw the disagreement layer."""
+        from napari_scai.tl import compare
+
+        if self.adata is None:
+            notify_error("no spots/cells layer. Fix: open a dataset with napari-scai first")
+            return None
+        pred, ref = self.pred_combo.currentText(), self.ref_combo.currentText()
+        try:
+            report = compare(self.adata, pred, ref)
+        except (KeyError, ValueError) as err:
+            notify_error(str(err.args[0]))
+            return None
+        self.report = report
+        self.scores.setText(
+            f"ARI {report.ari:.3f}   NMI {report.nmi:.3f}   matched accuracy {report.accuracy:.3f}   "
+            f"macro F1 {report.macro_f1:.3f}\n{report.n_scored} scored, {report.n_dropped} without a label"
+        )
+        self._fill_per_class(report)
+        self._fill_matching(report)
+        self._plot_confusion(report)
+        self.rename_button.setEnabled(True)
+        if self.contour_combo.findText(pred) >= 0 and not self.contour_combo.currentText():
+            self.contour_combo.setCurrentText(pred)
+        self.update_disagreement()
+        self.update_low_confidence()
+        return report
+
+    def _fill_per_class(self, report) -> None:
+        df = report.per_class
+        self.per_class.setRowCount(len(df))
+        for i, row in enumerate(df.itertuples(index=False)):
+            cells = [
+                str(row[0]),
+                "-" if row[1] is None else str(row[1]),
+                *(f"{v:.3f}" if pd.notna(v) else "-" for v in row[2:5]),
+                str(int(row[5])),
+            ]
+            for j, text in enumerate(cells):
+                self.per_class.setItem(i, j, QTableWidgetItem(text))
+        self.per_class.resizeColumnsToContents()
+
+    def _fill_matching(self, report) -> None:
+        self.matching.setRowCount(len(report.matching))
+        for i, (p, r) in enumerate(report.matching.items()):
+            self.matching.setItem(i, 0, QTableWidgetItem(str(p)))
+            self.matching.setItem(i, 1, QTableWidgetItem(str(r)))
+
+    def _plot_confusion(self, report) -> None:
+        conf = report.confusion
+        self.figure.clear()
+        ax = self.figure.add_subplot(111)
+        counts = conf.to_numpy(dtype=float)
+        frac = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(frac, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(conf.shape[1]), [str(c) for c in conf.columns], rotation=90, fontsize=7)
+        ax.set_yticks(range(conf.shape[0]), [str(c) for c in conf.index], fontsize=7)
+        ax.set_xlabel(f"reference ({report.key_ref})", fontsize=8)
+        ax.set_ylabel(f"predicted ({report.key_pred})", fontsize=8)
+        if counts.size <= 400:
+            for (i, j), v in np.ndenumerate(counts):
+                ax.text(
+                    j,
+                    i,
+                    f"{int(v)}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if frac[i, j] > 0.5 else "black",
+                )
+        self.canvas.draw_idle()
+
+    def rename_predicted(self) -> str | None:
+        """Rename the predicted domains after their matched classes (reference colours)."""
+        from napari_scai.tl import rename_by_matching
+        from napari_scai.viewer import recolor
+
+        if self.report is None:
+            return None
+        new_key = rename_by_matching(
+            self.adata, self.report.key_pred, self.report, key_ref=self.report.key_ref
+        )
+        recolor(self.layer, new_key)
+        self.refresh_columns()
+        self.status.setText(
+            f"renamed domains into obs['{new_key}'] (colours of '{self.report.key_ref}')"
+        )
+        return new_key
+
+    # ------------------------------------------------------------------ tissue overlays
+    @property
+    def disagreement_name(self) -> str:
+        return f"{self.layer.name} disagreement"
+
+    @property
+    def low_confidence_name(self) -> str:
+        return f"{self.layer.name} low confidence"
+
+    def update_disagreement(self) -> None:
+        """Draw (or remove) the layer marking spots where prediction and reference differ."""
+        from napari_scai.tl import disagreement
+
+        if self.layer is None or self.report is None:
+            return
+        name = self.disagreement_name
+        if not self.show_disagreement.isChecked():
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            return
+        rep = self.report
+        mask_rows = disagreement(self.adata, rep.key_pred, rep.key_ref, rep)
+        mask = self._point_values(mask_rows.astype(bool))
+        spot_marker_layer(
+            self.viewer, name, self.layer, mask, color=HIGHLIGHT_COLOR, size_factor=1.0
+        )
+        self.status.setText(
+            f"{int(mask.sum())} spots where '{rep.key_pred}' and '{rep.key_ref}' disagree"
+        )
+
+    def update_low_confidence(self) -> None:
+        """Mark spots whose model confidence is below the threshold (if the column exists)."""
+        if self.layer is None:
+            return
+        name = self.low_confidence_name
+        if not (self.show_low_confidence.isChecked() and CONFIDENCE_KEY in self.adata.obs.columns):
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            return
+        conf = self._point_values(self.adata.obs[CONFIDENCE_KEY].to_numpy(dtype=float))
+        mask = np.isfinite(conf) & (conf < self.confidence.value())
+        layer = spot_marker_layer(
+            self.viewer,
+            name,
+            self.layer,
+            mask,
+            color=LOW_CONFIDENCE_COLOR,
+            symbol="cross",
+            size_factor=0.6,
+        )
+        layer.metadata["threshold"] = self.confidence.value()
+
+    def draw_boundaries(self, key: str | None = None):
+        """Outline every domain of ``key`` (default: the chosen column) over the tissue."""
+        from napari_scai.tl._contours import domain_contours
+        from napari_scai.viewer._layers import color_style
+
+        if self.layer is None:
+            return None
+        key = key or self.contour_combo.currentText() or self.pred_combo.currentText()
+        if not key:
+            notify_error("choose the column whose domains to outline")
+            return None
+        if self.contour_combo.findText(key) >= 0:
+            self.contour_combo.setCurrentText(key)
+        rows = self.layer.metadata["scai"].extra.get("rows")
+        style = color_style(self.adata, key, rows)
+        if style.kind != "categorical":
+            notify_error(f"'{key}' is not categorical. Fix: pick a column of domains or classes")
+            return None
+        values = pd.Categorical(style.values, categories=style.categories)
+        contours = domain_contours(np.asarray(self.layer.data), values)
+        colors = dict(zip(style.categories, style.category_colors, strict=True))
+        name = f"{self.layer.name} boundaries"
+        layer = contour_layer(
+            self.viewer, name, contours, colors, edge_width=0.3 * _spot_size(self.layer)
+        )
+        layer.metadata["key"] = key
+        self.domain_list.blockSignals(True)
+        self.domain_list.clear()
+        for cat in style.categories:
+            item = QListWidgetItem(_swatch(colors.get(cat, MISSING_COLOR)), str(cat))
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked)
+            self.domain_list.addItem(item)
+        self.domain_list.blockSignals(False)
+        self.status.setText(
+            f"{contours.n_paths()} outlines of {len(style.categories)} domains of '{key}'"
+        )
+        return layer
+
+    def set_domain_visible(self, domain: str, visible: bool) -> None:
+        """Show or hide one domain's outline."""
+        for i in range(self.domain_list.count()):
+            item = self.domain_list.item(i)
+            if item.text() == str(domain):
+                item.setCheckState(Qt.CheckState.Checked if visible else Qt.CheckState.Unchecked)
+                return
+        raise KeyError(f"no outlined domain '{domain}'")
+
+    def _on_domain_toggled(self, _item) -> None:
+        name = f"{self.layer.name} boundaries" if self.layer is not None else None
+        if name not in self.viewer.layers:
+            return
+        hidden = {
+            self.domain_list.item(i).text()
+            for i in range(self.domain_list.count())
+            if self.domain_list.item(i).checkState() != Qt.CheckState.Checked
+        }
+        set_contour_visibility(self.viewer.layers[name], hidden)

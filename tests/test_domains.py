@@ -1,0 +1,166 @@
+"""GNN spatial domains: API, determinism, cancellation, mini-batch path, accuracy on DLPFC."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from napari_scai.graph import build_knn_graph
+from napari_scai.models import Cancelled, Runtime, resolve_device
+from napari_scai.models.domains import DomainConfig, spatial_tiles, train_domain_model
+from napari_scai.tl._domains import spatial_domains
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def synthetic_section(n: int = 1200, n_genes: int = 80, k: int = 4, seed: int = 0) -> ad.AnnData:
+    """Cells on a jittered square; k vertical-ish bands with noisy Poisson markers."""
+    prog = np.random.default_rng(12345)  # expression programs shared by all samples
+    base = prog.gamma(2.0, 1.0, size=n_genes)
+    mu = np.tile(base, (k, 1))
+    for d in range(k):
+        markers = prog.choice(n_genes, 8, replace=False)
+        mu[d, markers] *= 2.0
+    rng = np.random.default_rng(seed)
+    xy = rng.random((n, 2)) * 100
+    band = np.clip(((xy[:, 0] + 8 * np.sin(xy[:, 1] / 15)) / 100 * k).astype(int), 0, k - 1)
+    lib = rng.uniform(0.5, 1.5, n)[:, None]
+    counts = rng.poisson(mu[band] * lib).astype(np.float32)
+    a = ad.AnnData(X=sp.csr_matrix(counts), obsm={"spatial": xy})
+    a.obs_names = [f"c{i}" for i in range(n)]
+    a.var_names = [f"g{i}" for i in range(n_genes)]
+    a.obs["truth"] = pd.Categorical(band.astype(str))
+    return a
+
+
+FAST = dict(epochs=60, n_comps=20, n_top_genes=80, n_init=2)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+
+
+def test_runtime_rejects_bad_cancel():
+    with pytest.raises(TypeError, match="is_set"):
+        Runtime(cancel=object())
+
+
+def test_spatial_domains_writes_results_and_recovers_planted_domains():
+    a = synthetic_section()
+    X_before = a.X.copy()
+    steps = []
+    out = spatial_domains(
+        a, n_domains=4, device="cpu", seed=0, progress=lambda s, t, m: steps.append((s, t)), **FAST
+    )
+    assert out is a
+    assert (a.X != X_before).nnz == 0  # the user's counts are untouched
+    dom = a.obs["scai_domain"]
+    assert isinstance(dom.dtype, pd.CategoricalDtype)
+    assert list(dom.cat.categories) == ["0", "1", "2", "3"]
+    assert dom.value_counts().is_monotonic_decreasing  # named by size
+    conf = a.obs["scai_domain_confidence"].to_numpy()
+    assert conf.dtype == np.float32 and (conf >= 0.25).all() and (conf <= 1.0 + 1e-6).all()
+    assert a.obsm["X_scai_domain"].shape == (a.n_obs, 32)
+    assert len(a.uns["scai_domain_colors"]) == 4
+    assert all(c.startswith("#") for c in a.uns["scai_domain_colors"])
+    assert a.uns["scai_domain_params"]["n_domains"] == 4
+    assert steps and steps[-1] == (4, 4)
+    assert adjusted_rand_score(a.obs["truth"], dom) > 0.8
+
+
+def test_same_seed_gives_identical_labels_cpu():
+    a, b = synthetic_section(), synthetic_section()
+    spatial_domains(a, n_domains=4, device="cpu", seed=7, **FAST)
+    spatial_domains(b, n_domains=4, device="cpu", seed=7, **FAST)
+    assert np.array_equal(a.obs["scai_domain"].to_numpy(), b.obs["scai_domain"].to_numpy())
+    assert np.array_equal(a.obsm["X_scai_domain"], b.obsm["X_scai_domain"])
+    assert np.array_equal(a.obs["scai_domain_confidence"], b.obs["scai_domain_confidence"])
+
+
+def test_cancel_before_and_during_training():
+    a = synthetic_section(400)
+    ev = threading.Event()
+    ev.set()
+    with pytest.raises(Cancelled):
+        spatial_domains(a, n_domains=3, device="cpu", cancel=ev, **FAST)
+    assert "scai_domain" not in a.obs
+
+    ev2 = threading.Event()
+
+    def progress(step, total, msg):
+        if "epoch" in msg and step > 1:
+            ev2.set()  # cancel from "the GUI" after training has started
+
+    with pytest.raises(Cancelled):
+        spatial_domains(a, n_domains=3, device="cpu", cancel=ev2, progress=progress, **FAST)
+    assert "scai_domain" not in a.obs
+    assert issubclass(Cancelled, Exception)
+
+
+def test_joint_mode_two_samples_share_domains():
+    a, b = synthetic_section(600, seed=1), synthetic_section(600, seed=2)
+    b.X = b.X * 2  # a sample effect (deeper sequencing)
+    out = spatial_domains([a, b], n_domains=4, device="cpu", seed=0, **FAST)
+    assert isinstance(out, list) and out[0] is a and out[1] is b
+    assert list(a.obs["scai_domain"].cat.categories) == list(b.obs["scai_domain"].cat.categories)
+    assert a.uns["scai_domain_params"]["n_samples"] == 2
+    both = pd.concat([a.obs[["truth", "scai_domain"]], b.obs[["truth", "scai_domain"]]])
+    assert adjusted_rand_score(both["truth"], both["scai_domain"]) > 0.7
+
+
+def test_minibatch_tiles_with_halo_match_full_batch():
+    a = synthetic_section(900, seed=3)
+    X = np.random.default_rng(0).normal(size=(a.n_obs, 10)).astype(np.float32)
+    A = build_knn_graph(a.obsm["spatial"], 6)
+    cfg = DomainConfig(epochs=0, hidden_dim=16, latent_dim=8)  # untrained: same weights
+    Z_full, info_full = train_domain_model(X, A, cfg, Runtime("cpu", 0))
+    cfg_t = DomainConfig(epochs=0, hidden_dim=16, latent_dim=8, max_full_batch=100, tile_size=200)
+    Z_tile, info = train_domain_model(X, A, cfg_t, Runtime("cpu", 0), coords=a.obsm["spatial"])
+    assert info["n_parts"] >= 4 and info_full["n_parts"] == 1
+    np.testing.assert_allclose(Z_tile, Z_full, rtol=1e-5, atol=1e-5)
+    # and the tiled path trains
+    cfg_t.epochs = 3
+    Z3, _ = train_domain_model(X, A, cfg_t, Runtime("cpu", 0), coords=a.obsm["spatial"])
+    assert np.isfinite(Z3).all()
+    tiles = spatial_tiles(a.obsm["spatial"], 200)
+    assert sorted(np.concatenate(tiles).tolist()) == list(range(a.n_obs))
+
+
+def test_dlpfc_151673_accuracy():
+    if not DATA.is_dir():
+        pytest.skip(f"shared data folder {DATA} is absent")
+    from napari_scai.datasets import dlpfc_151673
+
+    sdata = dlpfc_151673()
+    a = spatial_domains(sdata, table="rna", n_domains=7, device="cpu", seed=0, epochs=200)
+    assert a is sdata.tables["rna"]
+    y = a.obs["layer_manual"]
+    keep = y.notna().to_numpy()
+    ari = adjusted_rand_score(y[keep], a.obs["scai_domain"][keep])
+    assert ari >= 0.55, ari
+    assert "X" not in a.uns.get("scai_domain_params", {})  # params only, no data
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_deterministic_and_close_to_cpu():
+    a, b, c = synthetic_section(), synthetic_section(), synthetic_section()
+    spatial_domains(a, n_domains=4, device="cuda", seed=0, **FAST)
+    spatial_domains(b, n_domains=4, device="cuda", seed=0, **FAST)
+    spatial_domains(c, n_domains=4, device="cpu", seed=0, **FAST)
+    assert np.array_equal(a.obs["scai_domain"].to_numpy(), b.obs["scai_domain"].to_numpy())
+    assert adjusted_rand_score(a.obs["scai_domain"], c.obs["scai_domain"]) > 0.9
