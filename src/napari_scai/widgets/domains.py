@@ -181,7 +181,8 @@ class DomainsWidget(QWidget):
             )
 
         self.result = None
-        self.worker = create_worker(job, _start_thread=False)
+        # Errors are handled in _on_error (Cancelled included), not re-raised in the GUI thread.
+        self.worker = create_worker(job, _start_thread=False, _ignore_errors=True)
         self.worker.returned.connect(self._on_done)
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
