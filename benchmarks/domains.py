@@ -117,9 +117,8 @@ METHODS = {
 
 
 def ari_on_labelled(truth, pred) -> float:
-    from sklearn.metrics import adjusted_rand_score
-
     import pandas as pd
+    from sklearn.metrics import adjusted_rand_score
 
     t = pd.Series(truth)
     keep = t.notna().to_numpy()
@@ -140,12 +139,20 @@ def bench_dataset(name, adata, truth_key, seeds, device, methods):
             peaks.append(mem.peak / 2**30)
             gpeaks.append(_gpu_peak(device))
             aris.append(ari_on_labelled(adata.obs[truth_key], pred))
-            print(f"  {name:9s} {mname:36s} seed {seed}: ARI {aris[-1]:.3f}  {times[-1]:.1f} s", flush=True)
+            print(
+                f"  {name:9s} {mname:36s} seed {seed}: ARI {aris[-1]:.3f}  {times[-1]:.1f} s",
+                flush=True,
+            )
         rows.append(
             dict(
-                dataset=name, method=mname, n=adata.n_obs, aris=aris,
-                mean=float(np.mean(aris)), sd=float(np.std(aris, ddof=1)) if len(aris) > 1 else 0.0,
-                time=float(np.mean(times)), peak=float(np.max(peaks)),
+                dataset=name,
+                method=mname,
+                n=adata.n_obs,
+                aris=aris,
+                mean=float(np.mean(aris)),
+                sd=float(np.std(aris, ddof=1)) if len(aris) > 1 else 0.0,
+                time=float(np.mean(times)),
+                peak=float(np.max(peaks)),
                 gpu=None if gpeaks[0] is None else float(np.max(gpeaks)),
             )
         )
@@ -186,7 +193,9 @@ def append_results(text: str, header: str) -> None:
 def main(argv=None) -> None:
     from napari_scai.models import resolve_device
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
     p.add_argument("--datasets", default="151673,151674,starmap")
     p.add_argument("--device", default="auto")
@@ -201,24 +210,31 @@ def main(argv=None) -> None:
         pick = {"gnn": names[0], "a": names[1], "b": names[2]}
         names = [pick[m.strip()] for m in args.methods.split(",")]
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip() or "uncommitted"
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).resolve().parent,
+            ).stdout.strip()
+            or "uncommitted"
+        )
     except OSError:
         commit = "unknown"
     rows = []
     if args.scale:
         t = time.perf_counter()
         a = make_synthetic_section(args.scale, seed=0)
-        print(f"synthetic section: {a.n_obs:,} cells x {a.n_vars} genes in {time.perf_counter() - t:.1f} s")
+        print(
+            f"synthetic section: {a.n_obs:,} cells x {a.n_vars} genes in {time.perf_counter() - t:.1f} s"
+        )
         rows += bench_dataset(f"synthetic-{args.scale}", a, "planted", seeds, device, names)
     else:
         for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
             a = load(name)
             rows += bench_dataset(name, a, labels_of(name), seeds, device, names)
     table = fmt_table(rows, device)
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python benchmarks/domains.py " + " ".join(sys.argv[1:] if argv is None else argv)
     header = (
         f"`{cmd.strip()}` — {when}; device: {describe_device(device)}; commit {commit}; "

@@ -361,3 +361,132 @@ def test_compare_unknown_column_is_an_error(make_napari_viewer, dlpfc_sdata, bad
     widget = CompareWidget(viewer)
     with pytest.raises(KeyError, match="not a label column"):
         widget.set_columns(bad, "layer_manual")
+
+
+def test_moving_a_vertex_is_one_undoable_step(make_napari_viewer, dlpfc_sdata):
+    """A vertex dragged in the Shapes layer (napari emits a 'changed' data event) relabels."""
+    from napari.layers.base._base_constants import ActionType
+
+    viewer = make_napari_viewer()
+    add_sdata(viewer, dlpfc_sdata)
+    widget = AnnotateWidget(viewer)
+    widget.add_polygons([_rect(3000, 3000, 6000, 6000)], "A")
+    yx = np.asarray(widget.spots.data)
+    before = (widget.adata.obs[ANNOTATION_KEY] == "A").sum()
+    bigger = _rect(3000, 3000, 6000, 9000)
+    layer = widget.shapes_layer
+    layer._data_view.edit(0, bigger)  # what the vertex-move mouse binding does ...
+    layer.events.data(  # ... and the event it sends on release
+        value=layer.data, action=ActionType.CHANGED, data_indices=(0,), vertex_indices=((),)
+    )
+    assert (widget.adata.obs[ANNOTATION_KEY] == "A").sum() == _inside(yx, bigger).sum() > before
+    assert widget.stack.done[-1].label.startswith("edit") and len(widget.state.polygons) == 1
+    widget.undo()
+    assert (widget.adata.obs[ANNOTATION_KEY] == "A").sum() == before
+    np.testing.assert_allclose(layer.data[0], _rect(3000, 3000, 6000, 6000))
+
+
+def test_polygon_drawn_with_the_mouse(make_napari_viewer, dlpfc_sdata):
+    """Clicks in napari's 'add polygon' mode, then a double click, give one annotation step."""
+    from napari.utils._test_utils import read_only_mouse_event
+    from napari.utils.interactions import (
+        mouse_double_click_callbacks,
+        mouse_move_callbacks,
+        mouse_press_callbacks,
+        mouse_release_callbacks,
+    )
+
+    viewer = make_napari_viewer()
+    add_sdata(viewer, dlpfc_sdata)
+    widget = AnnotateWidget(viewer)
+    widget.add_class("WM", "#c0c0c0")
+    layer = widget.shapes_layer
+    layer.mode = "add_polygon"
+    corners = _rect(3000, 3000, 6000, 6000)
+    for yx in corners:
+        for kind, callbacks in (
+            ("mouse_move", mouse_move_callbacks),
+            ("mouse_press", mouse_press_callbacks),
+            ("mouse_release", mouse_release_callbacks),
+        ):
+            callbacks(layer, read_only_mouse_event(type=kind, position=yx, pos=yx))
+    assert len(widget.state.polygons) == 0  # still drawing
+    mouse_double_click_callbacks(
+        layer, read_only_mouse_event(type="mouse_double_click", position=corners[-1])
+    )
+    assert len(widget.state.polygons) == 1 and widget.state.polygons[0].cls == "WM"
+    inside = _inside(np.asarray(widget.spots.data), corners)
+    rows = widget.spots.metadata["scai"].extra["rows"]
+    col = column_values(widget.adata, ANNOTATION_KEY).to_numpy()[rows]
+    assert (col[inside] == "WM").all() and pd.isna(col[~inside]).all()
+    assert layer.features["class"].tolist() == ["WM"]
+    widget.undo()
+    assert len(layer.data) == 0
+
+
+def test_paint_brush_and_lasso(make_napari_viewer, qtbot, dlpfc_sdata):
+    """Drag the brush over spots, then lasso spots with a polygon: one undoable step each."""
+    from napari.utils._test_utils import read_only_mouse_event
+    from napari.utils.interactions import (
+        mouse_move_callbacks,
+        mouse_press_callbacks,
+        mouse_release_callbacks,
+    )
+
+    viewer = make_napari_viewer()
+    add_sdata(viewer, dlpfc_sdata)
+    widget = AnnotateWidget(viewer)
+    widget.add_class("tumour", "#ff0000")
+    spots = widget.spots
+    yx = np.asarray(spots.data)
+    rows = spots.metadata["scai"].extra["rows"]
+
+    def labels():
+        return column_values(widget.adata, ANNOTATION_KEY).to_numpy()[rows]
+
+    qtbot.mouseClick(widget.paint_button, LEFT)
+    assert widget.paint_button.isChecked() and not spots.mouse_pan
+    stroke = np.linspace(yx[100], yx[100] + [0, 1500], 6)
+    mouse_press_callbacks(spots, read_only_mouse_event(type="mouse_press", position=stroke[0]))
+    for p in stroke[1:]:
+        mouse_move_callbacks(
+            spots, read_only_mouse_event(type="mouse_move", position=p, is_dragging=True)
+        )
+    mouse_release_callbacks(spots, read_only_mouse_event(type="mouse_release", position=stroke[-1]))
+    radius = widget.brush.value() * float(np.median(spots.size))
+    # every spot within the brush of the stroke, and no other, is painted
+    dist = np.min(np.linalg.norm(yx[:, None, :] - stroke[None, :, :], axis=-1), axis=1)
+    painted = labels() == "tumour"
+    assert painted.sum() >= 5
+    np.testing.assert_array_equal(painted, dist <= radius)
+    assert widget.stack.done[-1].label.startswith("paint")
+    qtbot.mouseClick(widget.paint_button, LEFT)  # brush off: panning back
+    assert spots.mouse_pan and widget._paint_drag not in spots.mouse_drag_callbacks
+
+    # lasso: a polygon drawn, then turned into spot labels (the polygon goes)
+    widget.add_class("stroma", "#00ff00")
+    lasso = _rect(6000, 6000, 8000, 8000)
+    widget.shapes_layer.add_polygons([lasso])
+    qtbot.mouseClick(widget.to_spots_button, LEFT)
+    assert len(widget.shapes_layer.data) == 0 and not widget.state.polygons
+    inside = _inside(yx, lasso)
+    assert (labels()[inside] == "stroma").all()
+    widget.undo()
+    assert len(widget.shapes_layer.data) == 1
+
+
+def test_save_as_new_store_then_autosave(make_napari_viewer, qtbot, dlpfc_sdata, tmp_path):
+    from napari_scai import io
+
+    viewer = make_napari_viewer()
+    add_sdata(viewer, dlpfc_sdata)
+    widget = AnnotateWidget(viewer, autosave_ms=50)
+    widget.add_polygons([_rect(3000, 3000, 6000, 6000)], "A")
+    assert not widget.autosave_timer.isActive()  # no store yet
+    assert not widget.save()  # and Save needs a path
+    target = tmp_path / "new.zarr"
+    assert widget.save(target)
+    assert io.read(target).shapes["scai_annotations"]["class"].tolist() == ["A"]
+    widget.add_polygons([_rect(7000, 7000, 9000, 9000)], "B")  # now autosaved
+    qtbot.waitUntil(lambda: not widget.dirty, timeout=10_000)
+    assert io.read(target).shapes["scai_annotations"]["class"].tolist() == ["A", "B"]

@@ -278,7 +278,9 @@ def spatial_graph(
     if method == "hex":
         if not _is_visium(adata):
             raise ValueError("method='hex' needs obs['array_row'] and obs['array_col'] (Visium)")
-        return build_visium_graph(adata.obs["array_row"].to_numpy(), adata.obs["array_col"].to_numpy())
+        return build_visium_graph(
+            adata.obs["array_row"].to_numpy(), adata.obs["array_col"].to_numpy()
+        )
     if spatial_key not in adata.obsm:
         raise KeyError(f"obsm[{spatial_key!r}] not found; pass spatial_key= or use method='hex'")
     xy = np.asarray(adata.obsm[spatial_key])

@@ -41,7 +41,9 @@ def _mean_var(X: Any) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.maximum(var, 0.0)
 
 
-def loess_fit(x: np.ndarray, y: np.ndarray, span: float = 0.3, max_anchors: int = 2000) -> np.ndarray:
+def loess_fit(
+    x: np.ndarray, y: np.ndarray, span: float = 0.3, max_anchors: int = 2000
+) -> np.ndarray:
     """Local quadratic regression (loess, degree 2, tricube weights) evaluated at ``x``.
 
     With more than ``max_anchors`` points the fit is computed at ``max_anchors`` quantiles of
@@ -65,7 +67,11 @@ def loess_fit(x: np.ndarray, y: np.ndarray, span: float = 0.3, max_anchors: int 
         m = [np.einsum("ij,ij->i", w, dx**p) for p in range(5)]
         t = [np.einsum("ij,ij->i", w, y[None, :] * dx**p) for p in range(3)]
         M = np.stack(
-            [np.stack([m[0], m[1], m[2]], -1), np.stack([m[1], m[2], m[3]], -1), np.stack([m[2], m[3], m[4]], -1)],
+            [
+                np.stack([m[0], m[1], m[2]], -1),
+                np.stack([m[1], m[2], m[3]], -1),
+                np.stack([m[2], m[3], m[4]], -1),
+            ],
             axis=-2,
         )
         T = np.stack(t, -1)
@@ -173,9 +179,11 @@ def scale(X: Any, max_value: float | None = 10.0, batch: Any = None) -> np.ndarr
     """
     X = X.toarray() if sp.issparse(X) else np.array(X, copy=True)
     X = X.astype(np.float32, copy=False)
-    groups = [np.arange(X.shape[0])] if batch is None else [
-        np.nonzero(np.asarray(batch) == b)[0] for b in pd.unique(np.asarray(batch))
-    ]
+    groups = (
+        [np.arange(X.shape[0])]
+        if batch is None
+        else [np.nonzero(np.asarray(batch) == b)[0] for b in pd.unique(np.asarray(batch))]
+    )
     for idx in groups:
         mean, var = _mean_var(X[idx])
         std = np.sqrt(var)

@@ -87,7 +87,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     """
     seed = int(seed)
     random.seed(seed)
-    np.random.seed(seed % (2**32))
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - seeds legacy global state for 3rd-party code
     torch.manual_seed(seed)
     if deterministic:
         # Needed by cuBLAS for deterministic GEMMs; harmless on CPU.

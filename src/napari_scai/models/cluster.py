@@ -186,7 +186,7 @@ class GaussianMixture:
         ll = -np.inf
         converged = False
         it = 0
-        for it in range(1, self.max_iter + 1):
+        for it in range(1, self.max_iter + 1):  # noqa: B007 - it is reported after the loop
             lp = self._log_prob(X, p)
             lse = torch.logsumexp(lp, 1)
             ll = float(lse.mean())

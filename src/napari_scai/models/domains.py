@@ -71,6 +71,7 @@ class SparseAdj:
             return _CSRMatMul.apply(self.a, self.a_t, x)
         return torch.sparse.mm(self.a, x)
 
+
 # encoder 2 hops + decoder 1 hop + summary 1 hop
 RECEPTIVE_HOPS = 4
 
@@ -110,14 +111,14 @@ class DomainGNN(nn.Module):
         self.disc = nn.Bilinear(cfg.latent_dim, cfg.latent_dim, 1)
 
     def encode(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        h = F.elu((adj @ self.lin1(x)))
+        h = F.elu(adj @ self.lin1(x))
         if self.cfg.dropout > 0:
             h = F.dropout(h, self.cfg.dropout, self.training)
-        return (adj @ self.lin2(h))
+        return adj @ self.lin2(h)
 
     def decode(self, z: torch.Tensor, adj: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         zb = z if b is None else torch.cat([z, b], 1)
-        return (adj @ self.dec(zb))
+        return adj @ self.dec(zb)
 
     def forward(
         self,
@@ -130,8 +131,8 @@ class DomainGNN(nn.Module):
         """Return (embedding, reconstruction, contrastive loss terms per node)."""
         z = self.encode(x, adj)
         z_neg = self.encode(x[perm], adj)
-        s = torch.sigmoid((mean_adj @ z))
-        s_neg = torch.sigmoid((mean_adj @ z_neg))
+        s = torch.sigmoid(mean_adj @ z)
+        s_neg = torch.sigmoid(mean_adj @ z_neg)
         pos = self.disc(z, s).squeeze(1)
         neg = self.disc(z_neg, s).squeeze(1)
         pos2 = self.disc(z_neg, s_neg).squeeze(1)
@@ -264,9 +265,7 @@ def train_domain_model(
     model.train()
     for epoch in range(cfg.epochs):
         rt.check()
-        order = (
-            torch.randperm(len(parts), generator=gen).tolist() if len(parts) > 1 else [0]
-        )
+        order = torch.randperm(len(parts), generator=gen).tolist() if len(parts) > 1 else [0]
         ep_loss = 0.0
         for pi in order:
             part = parts[pi]

@@ -77,7 +77,8 @@ def spatial_domains(
     latent_dim: int = 32,
     lr: float = 1e-3,
     covariance_type: str = "tied",
-    n_init: int = 5,
+    n_init: int = 10,
+    smooth_rounds: int = 1,
     graph_kwargs: dict[str, Any] | None = None,
     key_added: str = "scai_domain",
     **model_kwargs: Any,
@@ -124,6 +125,9 @@ def spatial_domains(
         Model size and training.
     covariance_type, n_init
         Gaussian mixture settings.
+    smooth_rounds
+        Rounds of neighbour averaging (row-normalised graph with self-loops) applied to the
+        embedding before the mixture; the smoothed embedding is what ``obsm`` receives.
     graph_kwargs
         Passed to :func:`napari_scai.graph.spatial_graph` (e.g. ``k=``, ``radius=``).
     key_added
@@ -162,7 +166,9 @@ def spatial_domains(
     if len(adatas) == 1:
         work = ad.AnnData(
             X=adatas[0].layers[layer] if layer else adatas[0].X,
-            obs=adatas[0].obs[[batch_key]] if batch_key else pd.DataFrame(index=adatas[0].obs_names),
+            obs=adatas[0].obs[[batch_key]]
+            if batch_key
+            else pd.DataFrame(index=adatas[0].obs_names),
         )
         sample = np.zeros(work.n_obs, dtype=np.int64)
     else:
@@ -222,14 +228,26 @@ def spatial_domains(
     def _progress(step: int, total: int, msg: str) -> None:
         rt.report(1 + step / max(total, 1) * 2, 4, msg)  # scaled into step 1..3 of 4
 
-    train_rt = Runtime(device=rt.device, seed=seed, progress=_progress if progress else None, cancel=cancel)
+    train_rt = Runtime(
+        device=rt.device, seed=seed, progress=_progress if progress else None, cancel=cancel
+    )
     Z, info = train_domain_model(feats, A, cfg, train_rt, batch=batch, coords=coords)
     t_train = time.perf_counter() - t_train
 
     # ---- clustering
     rt.report(3, 4, "clustering")
+    if smooth_rounds > 0:
+        from napari_scai.graph import normalize_adjacency
+
+        S = normalize_adjacency(A, self_loops=True, kind="row")
+        for _ in range(int(smooth_rounds)):
+            Z = np.asarray(S @ Z, dtype=np.float32)
     gmm = GaussianMixture(
-        n_domains, covariance_type=covariance_type, n_init=n_init, seed=seed, device=rt.device,
+        n_domains,
+        covariance_type=covariance_type,
+        n_init=n_init,
+        seed=seed,
+        device=rt.device,
         cancel=cancel,
     ).fit(Z)
     post = gmm.predict_proba(Z)
@@ -257,6 +275,7 @@ def spatial_domains(
             "n_comps": n_comps,
             "covariance_type": covariance_type,
             "n_init": n_init,
+            "smooth_rounds": int(smooth_rounds),
             "model": cfg.as_dict(),
             "n_samples": len(adatas),
             "gmm_log_likelihood": float(gmm.lower_bound_),

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import shapely
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QIcon, QKeySequence, QPixmap, QShortcut
 from qtpy.QtWidgets import (
@@ -30,6 +31,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -38,6 +40,7 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
@@ -46,6 +49,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_scai._colors import MISSING_COLOR, palette
+from napari_scai.tl import points_in_polygons
 from napari_scai.viewer._annotations import (
     ANNOTATION_ELEMENT,
     ANNOTATION_KEY,
@@ -129,7 +133,7 @@ class AnnotateWidget(QWidget):
         super().__init__()
         self.viewer = _unwrap(napari_viewer)
         self.key = ANNOTATION_KEY
-        self.element = ANNOTATION_ELEMENT
+        self.element = ANNOTATION_ELEMENT  # per spots layer: see _element_for
         self.state = AnnotationState()
         self.stack = CommandStack()
         self.spots = None
@@ -157,6 +161,23 @@ class AnnotateWidget(QWidget):
         self.erase_button.setToolTip(
             "Clear the class of the selected spots; delete the selected polygons"
         )
+        self.to_spots_button = QPushButton("Polygons → spots")
+        self.to_spots_button.setToolTip(
+            "Lasso: give the current class to the spots inside the selected polygons, "
+            "then drop those polygons (draw them with the Shapes layer's lasso tool)"
+        )
+        self.paint_button = QPushButton("Paint spots")
+        self.paint_button.setCheckable(True)
+        self.paint_button.setToolTip(
+            "Drag over the spots layer to give them the current class (panning is off meanwhile)"
+        )
+        self.brush = QDoubleSpinBox()
+        self.brush.setRange(0.5, 50.0)
+        self.brush.setSingleStep(0.5)
+        self.brush.setValue(1.0)
+        self.brush.setSuffix(" spots")
+        self.brush.setToolTip("Brush radius, in spot diameters")
+        self.paint_erases = QCheckBox("brush erases")
         self.undo_button = QPushButton("Undo")
         self.redo_button = QPushButton("Redo")
         self.color_spots = QCheckBox("colour spots by annotation")
@@ -184,8 +205,15 @@ class AnnotateWidget(QWidget):
         edit = QGridLayout()
         edit.addWidget(self.assign_button, 0, 0)
         edit.addWidget(self.erase_button, 0, 1)
-        edit.addWidget(self.undo_button, 1, 0)
-        edit.addWidget(self.redo_button, 1, 1)
+        edit.addWidget(self.to_spots_button, 1, 0)
+        edit.addWidget(self.paint_button, 1, 1)
+        brush_row = QHBoxLayout()
+        brush_row.addWidget(QLabel("Brush"))
+        brush_row.addWidget(self.brush, 1)
+        brush_row.addWidget(self.paint_erases)
+        edit.addLayout(brush_row, 2, 0, 1, 2)
+        edit.addWidget(self.undo_button, 3, 0)
+        edit.addWidget(self.redo_button, 3, 1)
         files = QGridLayout()
         files.addWidget(self.save_button, 0, 0)
         files.addWidget(self.autosave, 0, 1)
@@ -207,6 +235,7 @@ class AnnotateWidget(QWidget):
         self.tabs = QTabWidget()
         self.tabs.addTab(page, "Annotate")
         self.tabs.addTab(self.compare, "Compare")
+        self.annotationChanged.connect(self.compare.refresh_columns)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.tabs)
@@ -226,6 +255,8 @@ class AnnotateWidget(QWidget):
         self.class_list.itemDoubleClicked.connect(lambda _i: self._on_recolor())
         self.assign_button.clicked.connect(self.assign_selected)
         self.erase_button.clicked.connect(self.erase_selected)
+        self.to_spots_button.clicked.connect(self.polygons_to_spots)
+        self.paint_button.toggled.connect(self.set_painting)
         self.undo_button.clicked.connect(self.undo)
         self.redo_button.clicked.connect(self.redo)
         self.color_spots.toggled.connect(lambda _c: self._recolor_spots())
@@ -264,6 +295,7 @@ class AnnotateWidget(QWidget):
         if layer is self.spots:
             return
         self.autosave_timer.stop()
+        self.set_painting(False)
         self.spots = layer
         if layer is None:
             return
@@ -294,11 +326,12 @@ class AnnotateWidget(QWidget):
         if self.spots is None:
             return
         self.stack.clear()
+        self.element = _element_for(self.spots)
         state = state_from_sdata(
             self.sdata,
             np.asarray(self.spots.data),
             self.rows,
-            _spots_affine(self.spots),
+            self._polygons_affine(),
             table=self.table,
             key=self.key,
             element=self.element,
@@ -312,6 +345,19 @@ class AnnotateWidget(QWidget):
             self.status.setText(
                 f"loaded {len(state.polygons)} polygons, {len(state.classes)} classes from '{self.element}' / obs['{self.key}']"
             )
+
+    def _polygons_affine(self) -> np.ndarray:
+        """World affine of the saved polygons: their own transform, else the spots' one."""
+        from napari_scai.viewer._layers import affine_yx
+
+        if self.element in self.sdata.shapes:
+            try:
+                return affine_yx(
+                    self.sdata.shapes[self.element], self.spots.metadata["scai"].coordinate_system
+                )
+            except KeyError:
+                pass
+        return _spots_affine(self.spots)
 
     def _ensure_shapes_layer(self) -> None:
         name = f"{self.spots.name} annotations"
@@ -695,6 +741,68 @@ class AnnotateWidget(QWidget):
         self.spots.selected_data = set()
         self.execute(f"erase {len(points)} spot(s), {len(polys)} polygon(s)", state)
 
+    def polygons_to_spots(self) -> None:
+        """Lasso: the spots inside the selected polygons get the current class, and those
+        polygons are dropped (one step). Without a selection, the last polygon is used."""
+        if self.spots is None or not self.state.polygons:
+            _notify_info("draw a polygon (e.g. with the Shapes layer's lasso tool) first")
+            return
+        ids = self._selected_polygon_ids() or [self.state.polygons[-1].id]
+        polys = [p for p in self.state.polygons if p.id in set(ids)]
+        cls, state = self._pick_class(self.state)
+        yx = np.asarray(self.spots.data)
+        inside = points_in_polygons(
+            yx[:, ::-1], [shapely.make_valid(shapely.Polygon(p.yx[:, ::-1])) for p in polys]
+        )
+        points = np.flatnonzero(inside >= 0)
+        state = state.remove_polygons(ids).assign_points(points, cls)
+        self.execute(f"lasso {len(points)} spot(s) to {cls}", state)
+
+    def set_painting(self, on: bool) -> None:
+        """Turn the spot brush on or off (dragging over the spots layer assigns the class)."""
+        on = bool(on) and self.spots is not None
+        if self.paint_button.isChecked() != on:
+            self.paint_button.blockSignals(True)
+            self.paint_button.setChecked(on)
+            self.paint_button.blockSignals(False)
+        if self.spots is None:
+            return
+        callbacks = self.spots.mouse_drag_callbacks
+        if on and self._paint_drag not in callbacks:
+            callbacks.append(self._paint_drag)
+            self.spots.mode = "pan_zoom"
+            self.viewer.layers.selection.active = self.spots
+        elif not on and self._paint_drag in callbacks:
+            callbacks.remove(self._paint_drag)
+        self.spots.mouse_pan = not on
+
+    def _paint_drag(self, layer, event):
+        """Drag callback of the spots layer while painting: collect, then one step."""
+        from scipy.spatial import cKDTree
+
+        yx = np.asarray(layer.data)[:, -2:]
+        tree = cKDTree(yx)
+        radius = self.brush.value() * _spot_size(layer)
+        picked: set[int] = set()
+
+        def pick() -> None:
+            picked.update(tree.query_ball_point(np.asarray(event.position)[-2:], radius))
+            layer.selected_data = picked  # live feedback
+
+        pick()
+        yield
+        while event.type == "mouse_move":
+            pick()
+            yield
+        layer.selected_data = set()
+        if not picked:
+            return
+        if self.paint_erases.isChecked():
+            self.execute(f"erase {len(picked)} spot(s)", self.state.assign_points(picked, None))
+        else:
+            cls, state = self._pick_class(self.state)
+            self.execute(f"paint {len(picked)} spot(s) {cls}", state.assign_points(picked, cls))
+
     def _recolor_spots(self) -> None:
         from napari_scai.viewer import recolor
 
@@ -774,12 +882,12 @@ class AnnotateWidget(QWidget):
         if self.spots is None:
             return
         if self.sdata.path is None:
-            path = QFileDialog.getExistingDirectory(
-                self, "Save as SpatialData store (choose or type a new .zarr folder)"
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Save as a SpatialData store", "annotated.zarr", "SpatialData (*.zarr)"
             )
             if not path:
                 return
-            self.save(path)
+            self.save(path if path.endswith(".zarr") else f"{path}.zarr")
         else:
             self.save()
 
@@ -888,6 +996,17 @@ class AnnotateWidget(QWidget):
             self.import_geojson(path)
 
 
+def _element_for(spots) -> str:
+    """Shapes element holding the polygons drawn on ``spots``: ``scai_annotations``, or
+    ``<spots element>_scai_annotations`` when the SpatialData has several spots/cells elements
+    (one per sample), so samples never overwrite each other's polygons."""
+    sdata = spots.metadata["sdata"]
+    circles = [n for n, g in sdata.shapes.items() if "radius" in g.columns]
+    if len(circles) <= 1:
+        return ANNOTATION_ELEMENT
+    return f"{spots.metadata['scai'].element}_{ANNOTATION_ELEMENT}"
+
+
 def _same_vertices(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and bool(np.allclose(a, b))
 
@@ -948,7 +1067,7 @@ class CompareWidget(QWidget):
         self.matching.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.figure = Figure(figsize=(3.5, 3.0), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(220)
+        self.canvas.setMinimumHeight(260)
         self.rename_button = QPushButton("Rename predicted after matches")
         self.show_disagreement = QCheckBox("highlight disagreeing spots")
         self.show_disagreement.setChecked(True)
@@ -957,12 +1076,17 @@ class CompareWidget(QWidget):
         self.confidence.setSingleStep(0.05)
         self.confidence.setValue(0.5)
         self.confidence.setKeyboardTracking(False)
-        self.show_low_confidence = QCheckBox(f"mark spots with {CONFIDENCE_KEY} below")
+        self.show_low_confidence = QCheckBox("mark low-confidence spots, below")
+        self.show_low_confidence.setToolTip(
+            f"needs obs['{CONFIDENCE_KEY}'] (written by the spatial-domains model)"
+        )
         self.contour_combo = QComboBox()
         self.contour_button = QPushButton("Draw boundaries")
         self.domain_list = QListWidget()
         self.domain_list.setObjectName("contour_domains")
-        self.domain_list.setMaximumHeight(140)
+        self.domain_list.setMinimumHeight(120)
+        self.per_class.setMinimumHeight(190)
+        self.matching.setMinimumHeight(150)
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
@@ -978,7 +1102,16 @@ class CompareWidget(QWidget):
         bl.addRow("Domains of", self.contour_combo)
         bl.addRow(self.contour_button)
         bl.addRow(self.domain_list)
-        layout = QVBoxLayout(self)
+        # long content (figure + two tables): scroll rather than squeeze
+        content = QWidget()
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        layout = QVBoxLayout(content)
         layout.addLayout(form)
         layout.addWidget(self.compare_button)
         layout.addWidget(self.scores)
@@ -1052,6 +1185,11 @@ class CompareWidget(QWidget):
 
     def _on_layer_changed(self, *_args: Any) -> None:
         self.refresh_columns()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        """Columns may have been added since (a model run, an annotation): offer them."""
+        self.refresh_columns()
+        super().showEvent(event)
 
     def _point_values(self, values: np.ndarray) -> np.ndarray:
         """Per-point values from per-row values of the layer's table."""
