@@ -164,6 +164,23 @@ def test_autosave_after_a_step(make_napari_viewer, qtbot, store):
     assert n == int((sdata.tables["rna"].obs[ANNOTATION_KEY] == "L1").sum()) > 0
 
 
+def test_deleting_every_polygon_removes_them_from_the_store(make_napari_viewer, qtbot, store):
+    viewer, sdata, widget = _open(make_napari_viewer, store)
+    widget.add_class("L1", "#f0c808")
+    widget.shapes_layer.add_polygons(
+        [np.array([[3000.0, 3000.0], [3000.0, 6000.0], [6000.0, 6000.0], [6000.0, 3000.0]])]
+    )
+    assert widget.save()
+    assert ANNOTATION_ELEMENT in io.read(store).shapes
+    widget.shapes_layer.selected_data = {0}
+    widget.shapes_layer.remove_selected()
+    qtbot.wait(50)
+    assert widget.save()
+    back = io.read(store)
+    assert ANNOTATION_ELEMENT not in back.shapes
+    assert back.tables["rna"].obs[ANNOTATION_KEY].isna().all()
+
+
 def test_without_store_no_autosave(make_napari_viewer, dlpfc_sdata):
     viewer = make_napari_viewer()
     add_sdata(viewer, dlpfc_sdata)

@@ -113,3 +113,31 @@ def test_overwrite_store_read_from_itself(tmp_path, dlpfc_sdata):
     back = io.read(store)
     assert back.tables["rna"].obs["flag"].all()
     assert np.asarray(back.images["dlpfc_151673_lowres_image"]).mean() > 0
+
+
+def test_update_removes_element(tmp_path, dlpfc_sdata):
+    _add_results(dlpfc_sdata)
+    store = io.write(dlpfc_sdata, tmp_path / "s.zarr")
+    sdata = io.read(store)
+    del sdata.shapes["annotations"]
+    sdata.tables["rna"].obs["x"] = 1
+    io.update(sdata, elements=["rna"], remove=["annotations"])
+    back = io.read(store)
+    assert "annotations" not in back.shapes
+    assert (back.tables["rna"].obs["x"] == 1).all()
+    assert not (store / "shapes" / "annotations").exists()
+
+
+def test_failed_removal_restores_element(tmp_path, dlpfc_sdata, monkeypatch):
+    _add_results(dlpfc_sdata)
+    store = io.write(dlpfc_sdata, tmp_path / "s.zarr")
+    sdata = io.read(store)
+
+    def failing_consolidate(path):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(zarr_io, "_consolidate", failing_consolidate)
+    with pytest.raises(RuntimeError):
+        io.update(sdata, elements=[], remove=["annotations"])
+    monkeypatch.undo()
+    assert "annotations" in io.read(store).shapes

@@ -287,3 +287,18 @@ def test_coordinate_system_switch_redraws(make_napari_viewer, dlpfc_sdata):
     assert points.metadata["scai"].color_key == "layer_manual"
     with pytest.raises(KeyError, match="Fix:"):
         set_coordinate_system(viewer, dlpfc_sdata, "nowhere")
+
+
+def test_color_style_with_no_categories():
+    """A categorical column with no classes yet (a fresh annotation) colours everything grey."""
+    import anndata as ad
+    import pandas as pd
+
+    from napari_scai._colors import MISSING_COLOR, hex_to_rgba
+    from napari_scai.viewer import color_style
+
+    adata = ad.AnnData(np.zeros((4, 1), dtype=np.float32))
+    adata.obs["scai_annotation"] = pd.Categorical([None] * 4, categories=[])
+    style = color_style(adata, "scai_annotation")
+    assert style.categories == [] and list(style.values) == [None] * 4
+    np.testing.assert_allclose(style.colors, np.repeat(hex_to_rgba([MISSING_COLOR]), 4, axis=0))

@@ -107,7 +107,13 @@ def _load_into_memory(sdata) -> None:
         sdata[name] = deepcopy(sdata[name])
 
 
-def update(sdata, path: str | Path | None = None, elements: Iterable[str] | None = None) -> Path:
+def update(
+    sdata,
+    path: str | Path | None = None,
+    elements: Iterable[str] | None = None,
+    *,
+    remove: Iterable[str] = (),
+) -> Path:
     """Write changed elements of ``sdata`` into an existing store, atomically.
 
     Parameters
@@ -119,6 +125,9 @@ def update(sdata, path: str | Path | None = None, elements: Iterable[str] | None
     elements
         Names of the elements to (re)write; default: every table and shapes element (the
         places where results and annotations live). Images are never rewritten by default.
+    remove
+        Names of elements to delete from the store (e.g. an annotation whose last polygon was
+        erased), in the same atomic step.
 
     Returns the path of the store.
     """
@@ -143,18 +152,27 @@ def update(sdata, path: str | Path | None = None, elements: Iterable[str] | None
         kind = next((t for t in _ELEMENT_TYPES if name in getattr(sdata, t)), None)
         if kind is None:
             raise KeyError(
-                f"'{name}' is not an element of this SpatialData (has {list(sdata.gen_elements())[:0] or [n for _, n, _ in sdata.gen_elements()]})"
+                f"'{name}' is not an element of this SpatialData "
+                f"(it has {[n for _, n, _ in sdata.gen_elements()]}). Fix: pass one of those names"
             )
         located.append((kind, name))
 
+    removing = [
+        (kind, name)
+        for name in remove
+        for kind in _ELEMENT_TYPES
+        if (path / kind / name).exists() and (kind, name) not in located
+    ]
     staging = _sibling(path, "stage")
     swapped: list[tuple[Path, Path | None]] = []  # (destination, backup or None)
     meta_backup = _sibling(path, "meta")
     try:
         # 1. Everything that can fail slowly happens away from the store.
-        subset = sd.SpatialData(
-            **{k: {n: sdata[n] for kk, n in located if kk == k} for k in _ELEMENT_TYPES}
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tables whose regions are not in the subset
+            subset = sd.SpatialData(
+                **{k: {n: sdata[n] for kk, n in located if kk == k} for k in _ELEMENT_TYPES}
+            )
         _write_full(subset, staging)
         meta_backup.mkdir()
         for m in _ROOT_META:
@@ -175,6 +193,11 @@ def update(sdata, path: str | Path | None = None, elements: Iterable[str] | None
                 dst.rename(backup)
             swapped.append((dst, backup))
             src.rename(dst)
+        for kind, name in removing:
+            dst = path / kind / name
+            backup = meta_backup / f"{kind}__{name}"
+            dst.rename(backup)
+            swapped.append((dst, backup))
         # 3. New root metadata (consolidated listing of the elements).
         _consolidate(path)
     except BaseException:

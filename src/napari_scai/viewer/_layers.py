@@ -513,7 +513,8 @@ def color_style(
                     palette[i, 3] = 0.0
         rgba = palette[codes]  # code -1 -> last entry (missing colour)
         labels = np.asarray(cat.categories.astype(str), dtype=object)
-        per_object = np.where(codes >= 0, labels[np.maximum(codes, 0)], None)
+        # code -1 (missing) picks the trailing None; safe with zero categories too.
+        per_object = np.append(labels, None)[codes]
         counts = np.bincount(codes[codes >= 0], minlength=len(labels)).tolist()
         return ColorStyle(
             key, kind, per_object, rgba, list(labels), colors_hex, counts, hidden=set(hidden or ())

@@ -853,12 +853,9 @@ class AnnotateWidget(QWidget):
         target = Path(path) if path is not None else Path(self.sdata.path)
         try:
             elements = self._prepare_sdata()
-            if self.element not in elements and (target / "shapes" / self.element).exists():
-                _notify_info(
-                    f"all polygons were deleted, but '{self.element}' stays in {target} until it is overwritten; "
-                    f"obs['{self.key}'] is saved"
-                )
-            io.update(self.sdata, target, elements=elements)
+            # No polygons left: the saved annotation element goes too, in the same atomic step.
+            removed = [] if self.element in elements else [self.element]
+            io.update(self.sdata, target, elements=elements, remove=removed)
         except Exception as err:  # noqa: BLE001 - any failure is reported, the store is intact
             self.last_save_error = f"{type(err).__name__}: {err}"
             notify_error(
