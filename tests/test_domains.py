@@ -164,3 +164,35 @@ def test_cuda_deterministic_and_close_to_cpu():
     spatial_domains(c, n_domains=4, device="cpu", seed=0, **FAST)
     assert np.array_equal(a.obs["scai_domain"].to_numpy(), b.obs["scai_domain"].to_numpy())
     assert adjusted_rand_score(a.obs["scai_domain"], c.obs["scai_domain"]) > 0.9
+
+
+def _model_input_bytes(n: int) -> tuple[int, int]:
+    import tracemalloc
+
+    from napari_scai.graph import normalize_adjacency
+    from napari_scai.models.domains import _Part
+
+    rng = np.random.default_rng(0)
+    xy = rng.random((n, 2)) * np.sqrt(n)
+    X = rng.normal(size=(n, 16)).astype(np.float32)
+    tracemalloc.start()
+    A = build_knn_graph(xy, 6)
+    part = _Part(
+        None, None, X, normalize_adjacency(A), normalize_adjacency(A, kind="row"), None, "cpu"
+    )
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    held = part.x.nbytes + sum(
+        t.nbytes
+        for adj in (part.adj, part.mean_adj)
+        for t in (adj.a.crow_indices(), adj.a.col_indices(), adj.a.values())
+    )
+    return held, peak
+
+
+def test_model_memory_is_linear_in_cells():
+    (held_s, peak_s), (held_b, peak_b) = _model_input_bytes(10_000), _model_input_bytes(100_000)
+    # linear growth is 10x; an N x N matrix would be 100x
+    assert held_b / held_s < 11, (held_s, held_b)
+    assert peak_b / peak_s < 14, (peak_s, peak_b)
+    assert held_b < 100_000 * 400  # < 400 bytes per cell (16 features + ~8 edges x 2 graphs)

@@ -7,9 +7,10 @@ notebooks drive the models the same way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -22,9 +23,32 @@ __all__ = [
     "ProgressCallback",
     "Runtime",
     "check_cancel",
+    "cpu_threads",
     "resolve_device",
     "seed_everything",
 ]
+
+#: Below this many rows a CPU model runs single-threaded (see :func:`cpu_threads`).
+SMALL_PROBLEM_ROWS = 50_000
+
+
+@contextlib.contextmanager
+def cpu_threads(n_rows: int, device: torch.device | str = "cpu") -> Iterator[int]:
+    """Use one intra-op thread for small CPU problems, restoring the setting afterwards.
+
+    Small models issue thousands of tiny kernels; with several OpenMP threads on a busy
+    (shared or oversubscribed) machine the threads spin-wait on each other and an epoch can
+    get 10x slower than single-threaded. Large problems keep torch's thread count.
+    """
+    before = torch.get_num_threads()
+    use = before
+    if torch.device(device).type == "cpu" and n_rows < SMALL_PROBLEM_ROWS:
+        use = 1
+    torch.set_num_threads(use)
+    try:
+        yield use
+    finally:
+        torch.set_num_threads(before)
 
 #: ``progress(step, total, message)``; called from the thread that runs the model.
 ProgressCallback = Callable[[int, int, str], None]

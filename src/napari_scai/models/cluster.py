@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from napari_scai.models._runtime import check_cancel, resolve_device
+from napari_scai.models._runtime import check_cancel, cpu_threads, resolve_device
 
 __all__ = ["GaussianMixture", "kmeans", "refine_labels", "select_n_components"]
 
@@ -202,6 +202,10 @@ class GaussianMixture:
     # ------------------------------------------------------------------ public
     def fit(self, X: Any) -> GaussianMixture:
         """Fit on ``X`` (n x d array or tensor)."""
+        with cpu_threads(int(X.shape[0]), self.device):
+            return self._fit(X)
+
+    def _fit(self, X: Any) -> GaussianMixture:
         Xt = self._to(X)
         if Xt.shape[0] < self.n_components:
             raise ValueError(

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from napari_scai.graph import normalize_adjacency, to_torch_csr
-from napari_scai.models._runtime import Runtime
+from napari_scai.models._runtime import Runtime, cpu_threads
 
 __all__ = ["DomainConfig", "DomainGNN", "SparseAdj", "spatial_tiles", "train_domain_model"]
 
@@ -222,6 +222,11 @@ def train_domain_model(
     """
     cfg = cfg or DomainConfig()
     rt = runtime or Runtime()
+    with cpu_threads(int(np.shape(X)[0]), rt.device):
+        return _train(X, graph, cfg, rt, batch, coords, target)
+
+
+def _train(X, graph, cfg, rt, batch, coords, target):
     gen = rt.start()
     dev = rt.device
     X = np.ascontiguousarray(X, dtype=np.float32)
@@ -268,6 +273,8 @@ def train_domain_model(
         order = torch.randperm(len(parts), generator=gen).tolist() if len(parts) > 1 else [0]
         ep_loss = 0.0
         for pi in order:
+            if len(parts) > 1:
+                rt.check()
             part = parts[pi]
             perm = torch.randperm(part.n, generator=gen).to(dev)
             x_in = part.x
