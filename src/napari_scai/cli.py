@@ -122,16 +122,23 @@ def open_viewer(
             None,
         )
         add_sdata(viewer, sdata, color_by=key)
-    for widget in DOCK_WIDGETS:
-        try:
-            viewer.window.add_plugin_dock_widget("napari-scai", widget, tabify=True)
-        except (KeyError, ValueError, ImportError):  # a widget not in this build
-            continue
+    docks = [viewer.window.add_plugin_dock_widget("napari-scai", name, tabify=True)[0] for name in dock_widget_names()]
+    if docks:
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, docks[0].raise_)  # the overlay tab in front, once the docks are laid out
+    spots = [ly for ly in viewer.layers if ly._type_string == "points"]
+    if spots:
+        viewer.layers.selection.active = spots[0]
     return viewer
 
 
-#: The plugin's dock widgets (display names in napari.yaml), docked by ``napari-scai view``.
-DOCK_WIDGETS = ("Tissue overlay", "Spatial domains", "Annotate", "Compare")
+def dock_widget_names() -> list[str]:
+    """Display names of the plugin's dock widgets, as napari.yaml declares them."""
+    import npe2
+
+    manifest = npe2.PluginManager.instance().get_manifest("napari-scai")
+    return [w.display_name for w in manifest.contributions.widgets or []]
 
 
 def cmd_view(args) -> int:  # pragma: no cover - blocks in the Qt event loop
