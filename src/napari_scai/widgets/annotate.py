@@ -1028,8 +1028,8 @@ def label_columns(adata) -> list[str]:
     """obs columns that can be compared: categorical, text, bool or integers with few values."""
     out = []
     for c in adata.obs.columns:
-        if c in ("region", "instance_id"):
-            continue
+        if c in ("region", "instance_id", "in_tissue", "array_row", "array_col"):
+            continue  # link and Visium grid columns are not labellings
         col = adata.obs[c]
         if isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == object or col.dtype == bool:
             out.append(c)
@@ -1089,6 +1089,8 @@ class CompareWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("Spots/cells layer", self.layer_combo)
+        for combo in (self.pred_combo, self.ref_combo):
+            combo.activated.connect(lambda _i, c=combo: c.setProperty("user_picked", True))
         form.addRow("Prediction", self.pred_combo)
         form.addRow("Reference", self.ref_combo)
         conf = QHBoxLayout()
@@ -1172,7 +1174,11 @@ class CompareWidget(QWidget):
             combo.blockSignals(True)
             combo.clear()
             combo.addItems(cols)
-            pick = current if current in cols else next((p for p in prefer if p in cols), None)
+            preferred = next((p for p in prefer if p in cols), None)
+            # The user's own pick stays; otherwise a preferred column that just appeared (e.g.
+            # after a domains run) replaces the default one.
+            keep = current in cols and (combo.property("user_picked") or preferred is None)
+            pick = current if keep else preferred
             if pick:
                 combo.setCurrentText(pick)
             combo.blockSignals(False)
