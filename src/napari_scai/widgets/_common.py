@@ -19,3 +19,21 @@ def notify_error(message: str) -> None:
     from napari.utils.notifications import show_error
 
     show_error(message)
+
+
+def refill_combo(combo, names: list[str]) -> bool:
+    """Replace a combo box's items with ``names``, keeping the current choice when still offered.
+
+    Signals are blocked while refilling; returns True if the items changed.
+    """
+    old = [combo.itemText(i) for i in range(combo.count())]
+    if old == list(names):
+        return False
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(list(names))
+    if current in names:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)
+    return True

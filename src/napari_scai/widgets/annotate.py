@@ -68,7 +68,7 @@ from napari_scai.viewer._annotations import (
     state_to_geodataframe,
     write_column,
 )
-from napari_scai.widgets._common import notify_error, scai_point_layers
+from napari_scai.widgets._common import notify_error, refill_combo, scai_point_layers
 
 CONFIDENCE_KEY = "scai_domain_confidence"
 
@@ -277,14 +277,8 @@ class AnnotateWidget(QWidget):
     # ------------------------------------------------------------------ layers and loading
     def refresh_layers(self, *_args: Any) -> None:
         """Offer the spots/cells layers of the viewer; (re)bind if the choice changed."""
-        current = self.layer_combo.currentText()
         names = [ly.name for ly in scai_point_layers(self.viewer)]
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems(names)
-        if current in names:
-            self.layer_combo.setCurrentText(current)
-        self.layer_combo.blockSignals(False)
+        refill_combo(self.layer_combo, names)
         layer = self.viewer.layers[self.layer_combo.currentText()] if names else None
         if layer is not self.spots:
             self._on_layer_changed()
@@ -1149,17 +1143,8 @@ class CompareWidget(QWidget):
         return None if self.layer is None else self.layer.metadata["adata"]
 
     def refresh_layers(self, *_args: Any) -> None:
-        current = self.layer_combo.currentText()
-        names = [ly.name for ly in scai_point_layers(self.viewer)]
-        if names == [self.layer_combo.itemText(i) for i in range(self.layer_combo.count())]:
-            return
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems(names)
-        if current in names:
-            self.layer_combo.setCurrentText(current)
-        self.layer_combo.blockSignals(False)
-        self._on_layer_changed()
+        if refill_combo(self.layer_combo, [ly.name for ly in scai_point_layers(self.viewer)]):
+            self._on_layer_changed()
 
     def refresh_columns(self) -> None:
         """Re-read the obs columns offered as prediction/reference/boundaries."""

@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_scai.widgets._common import notify_error, scai_point_layers
+from napari_scai.widgets._common import notify_error, refill_combo, scai_point_layers
 
 
 def available_devices() -> list[tuple[str, bool]]:
@@ -114,18 +114,11 @@ class DomainsWidget(QWidget):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
     def refresh_layers(self, *_args) -> None:
-        current = self.layer_combo.currentText()
-        names = [
-            ly.name
-            for ly in scai_point_layers(self.viewer)
-            if not ly.metadata["scai"].extra.get("derived")
-        ]
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems(names)
-        if current in names:
-            self.layer_combo.setCurrentText(current)
-        self.layer_combo.blockSignals(False)
+        layers = scai_point_layers(self.viewer)
+        refill_combo(
+            self.layer_combo,
+            [ly.name for ly in layers if not ly.metadata["scai"].extra.get("derived")],
+        )
         self._refresh_tables()
 
     def _refresh_tables(self, *_args) -> None:

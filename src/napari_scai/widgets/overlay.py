@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
 
 from napari_scai.viewer import coordinate_systems, recolor, set_coordinate_system
 from napari_scai.viewer._export import save_figure
-from napari_scai.widgets._common import notify_error
+from napari_scai.widgets._common import notify_error, refill_combo
 from napari_scai.widgets.legend import LegendWidget
 
 
@@ -136,14 +136,7 @@ class OverlayWidget(QWidget):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
     def refresh_layers(self, *_args) -> None:
-        current = self.layer_combo.currentText()
-        names = [ly.name for ly in colourable_layers(self.viewer)]
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems(names)
-        if current in names:
-            self.layer_combo.setCurrentText(current)
-        self.layer_combo.blockSignals(False)
+        refill_combo(self.layer_combo, [ly.name for ly in colourable_layers(self.viewer)])
         self._on_layer_changed()
 
     def _watch(self, layer) -> None:
