@@ -50,6 +50,7 @@ def cpu_threads(n_rows: int, device: torch.device | str = "cpu") -> Iterator[int
     finally:
         torch.set_num_threads(before)
 
+
 #: ``progress(step, total, message)``; called from the thread that runs the model.
 ProgressCallback = Callable[[int, int, str], None]
 

@@ -79,6 +79,7 @@ def spatial_domains(
     covariance_type: str = "tied",
     n_init: int = 10,
     smooth_rounds: int = 1,
+    n_models: int = 3,
     graph_kwargs: dict[str, Any] | None = None,
     key_added: str = "scai_domain",
     **model_kwargs: Any,
@@ -125,6 +126,11 @@ def spatial_domains(
         Model size and training.
     covariance_type, n_init
         Gaussian mixture settings.
+    n_models
+        Size of the ensemble: this many models (seeds derived from ``seed``) are trained and
+        their standardised embeddings concatenated and reduced by PCA to ``latent_dim`` before
+        clustering. Averages out seed-to-seed variation of single models (costs ``n_models``
+        trainings).
     smooth_rounds
         Rounds of neighbour averaging (row-normalised graph with self-loops) applied to the
         embedding before the mixture; the smoothed embedding is what ``obsm`` receives.
@@ -228,10 +234,29 @@ def spatial_domains(
     def _progress(step: int, total: int, msg: str) -> None:
         rt.report(1 + step / max(total, 1) * 2, 4, msg)  # scaled into step 1..3 of 4
 
-    train_rt = Runtime(
-        device=rt.device, seed=seed, progress=_progress if progress else None, cancel=cancel
-    )
-    Z, info = train_domain_model(feats, A, cfg, train_rt, batch=batch, coords=coords)
+    n_models = max(int(n_models), 1)
+    Zs, infos = [], []
+    for m in range(n_models):
+
+        def _progress_m(s: int, t: int, msg: str, m: int = m) -> None:
+            _progress(m * t + s, n_models * t, f"model {m + 1}/{n_models}: {msg}")
+
+        train_rt = Runtime(
+            device=rt.device,
+            seed=seed * 1000 + m,
+            progress=_progress_m if progress else None,
+            cancel=cancel,
+        )
+        Zm, info = train_domain_model(feats, A, cfg, train_rt, batch=batch, coords=coords)
+        Zs.append(Zm / max(float(Zm.std()), 1e-12))
+        infos.append(info)
+    if n_models == 1:
+        Z = Zs[0]
+    else:
+        from napari_scai.preprocess import pca
+
+        Z = pca(np.hstack(Zs), n_comps=latent_dim, seed=seed)
+    del Zs
     t_train = time.perf_counter() - t_train
 
     # ---- clustering
@@ -281,7 +306,10 @@ def spatial_domains(
             "gmm_log_likelihood": float(gmm.lower_bound_),
             "train_seconds": round(t_train, 3),
             "total_seconds": round(time.perf_counter() - t0, 3),
-            "final_loss": float(info["loss_history"][-1]) if info["loss_history"] else float("nan"),
+            "n_models": n_models,
+            "final_loss": [
+                float(i["loss_history"][-1]) if i["loss_history"] else float("nan") for i in infos
+            ],
         }
     )
     rt.check()  # nothing is written when cancelled
