@@ -302,3 +302,19 @@ def test_color_style_with_no_categories():
     style = color_style(adata, "scai_annotation")
     assert style.categories == [] and list(style.values) == [None] * 4
     np.testing.assert_allclose(style.colors, np.repeat(hex_to_rgba([MISSING_COLOR]), 4, axis=0))
+
+
+def test_hover_on_rasterised_cells_names_the_cell(make_napari_viewer):
+    sdata = synthetic_cells(3000, n_types=4, side=2000.0, radius=8.0)
+    viewer = make_napari_viewer()
+    (layer,) = add_sdata(viewer, sdata, color_by="cell_type", raster_threshold=1000)
+    assert layer._type_string == "labels"
+    adata = _rna(sdata)
+    shapes = sdata.shapes["synthetic_cells"]
+    world = np.column_stack([shapes.geometry.y, shapes.geometry.x])
+    pick = np.random.default_rng(2).choice(len(world), 50, replace=False)
+    status = [layer.get_status(world[i], world=True)["coordinates"] for i in pick]
+    names = adata.obs_names.to_numpy()[pick]
+    # a neighbour may cover a centre; nearly all centres name their own cell
+    assert np.mean([st.endswith(f"cell {n}") for st, n in zip(status, names, strict=True)]) > 0.9
+    assert "cell " not in layer.get_status((-1e6, -1e6), world=True)["coordinates"]

@@ -85,10 +85,44 @@ def _add_tuples(viewer, tuples: list, offset: np.ndarray) -> list:
             if meta and meta.get("scai") is not None:
                 meta["scai"].extra["offset"] = tuple(float(v) for v in offset)
         out = getattr(viewer, f"add_{kind}")(data, **kwargs)
-        added.extend(
-            ly for ly in (out if isinstance(out, list) else [out]) if isinstance(ly, Layer)
-        )
+        for ly in out if isinstance(out, list) else [out]:
+            if not isinstance(ly, Layer):
+                continue
+            source = ly.metadata.get("scai")
+            if source is not None and source.extra.get("raster"):
+                _name_cells_on_hover(ly)
+            added.append(ly)
     return added
+
+
+def _name_cells_on_hover(layer) -> None:
+    """Hovering a rasterised cells layer also names the cell under the cursor (its obs name).
+
+    Its pixel values are colour classes, not cells, so napari's own status shows only the class
+    or value; the per-cell raster kept in the metadata gives the cell.
+    """
+    original = layer.get_status
+
+    def get_status(
+        position=None, *, view_direction=None, dims_displayed=None, world=False, value=None
+    ):
+        status = original(
+            position,
+            view_direction=view_direction,
+            dims_displayed=dims_displayed,
+            world=world,
+            value=value,
+        )
+        if position is None or not isinstance(status, dict):
+            return status
+        pos = np.asarray(position, dtype=float)[-2:]
+        row = cell_at(layer, pos if world else layer.data_to_world(pos))
+        adata = layer.metadata.get("adata")
+        if row is not None and adata is not None:
+            status["coordinates"] = f"{status.get('coordinates', '')} cell {adata.obs_names[row]}"
+        return status
+
+    layer.get_status = get_status
 
 
 def add_sdata(
