@@ -125,6 +125,48 @@ def ari_on_labelled(truth, pred) -> float:
     return float(adjusted_rand_score(t[keep].astype(str), np.asarray(pred)[keep]))
 
 
+def bench_joint(seeds, device):
+    """Joint mode: 151673 + 151674 in one call (shared embedding and domains), ARI per section."""
+    from napari_scai.tl import spatial_domains
+
+    sections = {name: load(name) for name in ("151673", "151674")}
+    per = {name: [] for name in sections}
+    times, peaks, gpeaks = [], [], []
+    for seed in seeds:
+        copies = {name: a.copy() for name, a in sections.items()}
+        _gpu_reset(device)
+        with PeakRSS() as mem:
+            t = time.perf_counter()
+            spatial_domains(list(copies.values()), n_domains=K, device=device, seed=seed)
+            times.append(time.perf_counter() - t)
+        peaks.append(mem.peak / 2**30)
+        gpeaks.append(_gpu_peak(device))
+        cats = {tuple(c.obs["scai_domain"].cat.categories) for c in copies.values()}
+        assert len(cats) == 1, "joint mode must give one shared set of domain labels"
+        for name, a in copies.items():
+            per[name].append(
+                ari_on_labelled(a.obs[labels_of(name)], a.obs["scai_domain"].to_numpy())
+            )
+        print(
+            f"  joint seed {seed}: " + ", ".join(f"{n} ARI {v[-1]:.3f}" for n, v in per.items()),
+            flush=True,
+        )
+    return [
+        dict(
+            dataset=f"{name} (joint)",
+            method="GNN joint 151673+151674",
+            n=sections[name].n_obs,
+            aris=aris,
+            mean=float(np.mean(aris)),
+            sd=float(np.std(aris, ddof=1)) if len(aris) > 1 else 0.0,
+            time=float(np.mean(times)),
+            peak=float(np.max(peaks)),
+            gpu=None if gpeaks[0] is None else float(np.max(gpeaks)),
+        )
+        for name, aris in per.items()
+    ]
+
+
 def bench_dataset(name, adata, truth_key, seeds, device, methods):
     rows = []
     for mname in methods:
@@ -202,6 +244,11 @@ def main(argv=None) -> None:
     p.add_argument("--scale", type=int, default=0, help="synthetic N-cell section instead")
     p.add_argument("--methods", default="all", help="comma list of: gnn,a,b (default all)")
     p.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
+    p.add_argument(
+        "--joint",
+        action="store_true",
+        help="also run joint mode on 151673 + 151674 (one shared set of domains)",
+    )
     args = p.parse_args(argv)
     device = str(resolve_device(args.device))
     seeds = list(range(args.seeds))
@@ -233,6 +280,8 @@ def main(argv=None) -> None:
         for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
             a = load(name)
             rows += bench_dataset(name, a, labels_of(name), seeds, device, names)
+    if args.joint:
+        rows += bench_joint(seeds, device)
     table = fmt_table(rows, device)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python benchmarks/domains.py " + " ".join(sys.argv[1:] if argv is None else argv)
