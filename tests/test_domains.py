@@ -196,3 +196,15 @@ def test_model_memory_is_linear_in_cells():
     assert held_b / held_s < 11, (held_s, held_b)
     assert peak_b / peak_s < 14, (peak_s, peak_b)
     assert held_b < 100_000 * 400  # < 400 bytes per cell (16 features + ~8 edges x 2 graphs)
+
+
+def test_automatic_number_of_domains_by_stability():
+    """n_domains=None picks K by stability; on a section with 4 planted domains it finds 4."""
+    a = synthetic_section(800, seed=5)
+    n_true = a.obs["truth"].nunique()
+    spatial_domains(a, n_domains=None, n_domains_range=(2, 8), device="cpu", seed=0, **FAST)
+    params = a.uns["scai_domain_params"]
+    assert params["k_selection"]["method"] == "stability"
+    assert sorted(int(k) for k in params["k_selection"]["scores"]) == list(range(2, 9))
+    assert params["n_domains"] == a.obs["scai_domain"].nunique() == n_true
+    assert adjusted_rand_score(a.obs["truth"], a.obs["scai_domain"]) > 0.8

@@ -60,3 +60,9 @@ def test_cancel_stops_and_writes_nothing(widget, qtbot):
     assert widget.result is None
     assert "cancelled" in widget.status.text()
     assert "scai_domain" not in widget.layer.metadata["adata"].obs
+
+
+def test_automatic_k_passes_none(widget):
+    widget.auto_k.setChecked(True)
+    assert not widget.n_domains.isEnabled()
+    assert widget.parameters()["n_domains"] is None

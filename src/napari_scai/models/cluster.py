@@ -309,3 +309,43 @@ def refine_labels(labels: Any, graph: sp.spmatrix, n_rounds: int = 1) -> np.ndar
             break
         lab[change] = maj[change]
     return lab
+
+
+def select_n_components_stability(
+    X: Any,
+    candidates: Sequence[int],
+    *,
+    n_resamples: int = 3,
+    fraction: float = 0.8,
+    seed: int = 0,
+    **gmm_kwargs: Any,
+) -> tuple[int, dict[int, float], GaussianMixture]:
+    """Choose K by clustering stability: the K whose mixtures, fitted on random subsamples,
+    label all points most alike (mean pairwise ARI). Ties go to the smaller K.
+
+    BIC keeps falling with K on graph embeddings (clusters there are not Gaussian), so it
+    over-splits; stability does not. Returns (best K, {K: stability}, mixture fitted on all of X).
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    X = np.asarray(X, dtype=np.float32)
+    rng = np.random.default_rng([int(seed), 7])
+    subsets = [
+        rng.choice(len(X), max(int(fraction * len(X)), 2), replace=False)
+        for _ in range(n_resamples)
+    ]
+    gmm_kwargs = {k: v for k, v in gmm_kwargs.items() if k != "seed"}
+    scores: dict[int, float] = {}
+    for k in candidates:
+        labels = [
+            GaussianMixture(int(k), seed=int(seed) + r, **gmm_kwargs).fit(X[idx]).predict(X)
+            for r, idx in enumerate(subsets)
+        ]
+        pairs = [
+            adjusted_rand_score(labels[i], labels[j])
+            for i in range(len(labels))
+            for j in range(i + 1, len(labels))
+        ]
+        scores[int(k)] = float(np.mean(pairs))
+    best = max(scores, key=lambda k: (round(scores[k], 6), -k))
+    return best, scores, GaussianMixture(best, seed=int(seed), **gmm_kwargs).fit(X)

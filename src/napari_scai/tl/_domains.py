@@ -60,7 +60,7 @@ def _plain(v: Any) -> Any:
 def spatial_domains(
     data: Any,
     table: str = "rna",
-    n_domains: int = 7,
+    n_domains: int | None = 7,
     device: str = "auto",
     seed: int = 0,
     *,
@@ -80,6 +80,8 @@ def spatial_domains(
     n_init: int = 10,
     smooth_rounds: int = 1,
     n_models: int = 3,
+    n_domains_range: tuple[int, int] = (3, 15),
+    k_selection: str = "stability",
     graph_kwargs: dict[str, Any] | None = None,
     key_added: str = "scai_domain",
     **model_kwargs: Any,
@@ -100,7 +102,7 @@ def spatial_domains(
     table
         Table name inside a SpatialData.
     n_domains
-        Number of domains K.
+        Number of domains K, or None to choose K by BIC among ``n_domains_range``.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     seed
@@ -131,6 +133,11 @@ def spatial_domains(
         their standardised embeddings concatenated and reduced by PCA to ``latent_dim`` before
         clustering. Averages out seed-to-seed variation of single models (costs ``n_models``
         trainings).
+    n_domains_range
+        Candidate K (inclusive) when ``n_domains`` is None.
+    k_selection
+        How K is chosen when ``n_domains`` is None: ``"stability"`` (mixtures on subsamples
+        agree best; default) or ``"bic"`` (tends to over-split graph embeddings).
     smooth_rounds
         Rounds of neighbour averaging (row-normalised graph with self-loops) applied to the
         embedding before the mixture; the smoothed embedding is what ``obsm`` receives.
@@ -153,7 +160,12 @@ def spatial_domains(
     from napari_scai._colors import palette
     from napari_scai.graph import block_diagonal, graph_stats
     from napari_scai.models._runtime import Runtime
-    from napari_scai.models.cluster import GaussianMixture, refine_labels
+    from napari_scai.models.cluster import (
+        GaussianMixture,
+        refine_labels,
+        select_n_components,
+        select_n_components_stability,
+    )
     from napari_scai.models.domains import DomainConfig, train_domain_model
     from napari_scai.preprocess import rna_features
 
@@ -162,9 +174,18 @@ def spatial_domains(
     adatas = [_table(d, table) for d in (data if joint else [data])]
     if not adatas:
         raise ValueError("no samples given")
-    n_domains = int(n_domains)
-    if n_domains < 1:
-        raise ValueError("n_domains must be >= 1")
+    auto_k = n_domains is None
+    k_candidates = (
+        list(range(int(n_domains_range[0]), int(n_domains_range[1]) + 1)) if auto_k else []
+    )
+    if auto_k and (not k_candidates or k_candidates[0] < 1):
+        raise ValueError(
+            f"n_domains_range={n_domains_range!r} must be (low, high) with 1 <= low <= high"
+        )
+    if not auto_k:
+        n_domains = int(n_domains)
+        if n_domains < 1:
+            raise ValueError("n_domains must be >= 1 (or None to choose it by BIC)")
     rt = Runtime(device=device, seed=seed, progress=progress, cancel=cancel)
     rt.report(0, 4, "preprocessing")
 
@@ -267,14 +288,19 @@ def spatial_domains(
         S = normalize_adjacency(A, self_loops=True, kind="row")
         for _ in range(int(smooth_rounds)):
             Z = np.asarray(S @ Z, dtype=np.float32)
-    gmm = GaussianMixture(
-        n_domains,
-        covariance_type=covariance_type,
-        n_init=n_init,
-        seed=seed,
-        device=rt.device,
-        cancel=cancel,
-    ).fit(Z)
+    gmm_kwargs = dict(
+        covariance_type=covariance_type, n_init=n_init, seed=seed, device=rt.device, cancel=cancel
+    )
+    bics = None
+    if auto_k:
+        if k_selection == "bic":
+            n_domains, bics, gmm = select_n_components(Z, k_candidates, **gmm_kwargs)
+        elif k_selection == "stability":
+            n_domains, bics, gmm = select_n_components_stability(Z, k_candidates, **gmm_kwargs)
+        else:
+            raise ValueError(f"k_selection={k_selection!r}; use 'stability' or 'bic'")
+    else:
+        gmm = GaussianMixture(n_domains, **gmm_kwargs).fit(Z)
     post = gmm.predict_proba(Z)
     labels = post.argmax(1)
     if refine:
@@ -290,6 +316,7 @@ def spatial_domains(
     params = _plain(
         {
             "n_domains": n_domains,
+            "k_selection": {"method": k_selection, "scores": bics} if auto_k else None,
             "seed": int(seed),
             "device": str(rt.device),
             "graph": graph if isinstance(graph, str) else "user",

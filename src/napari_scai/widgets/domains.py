@@ -50,7 +50,7 @@ class DomainsWidget(QWidget):
         self.n_domains = QSpinBox()
         self.n_domains.setRange(2, 50)
         self.n_domains.setValue(7)
-        self.auto_k = QCheckBox("choose K automatically (BIC)")
+        self.auto_k = QCheckBox("choose K automatically (stability)")
         self.device_combo = QComboBox()
         for name, usable in available_devices():
             self.device_combo.addItem(name)
