@@ -208,3 +208,20 @@ def test_automatic_number_of_domains_by_stability():
     assert sorted(int(k) for k in params["k_selection"]["scores"]) == list(range(2, 9))
     assert params["n_domains"] == a.obs["scai_domain"].nunique() == n_true
     assert adjusted_rand_score(a.obs["truth"], a.obs["scai_domain"]) > 0.8
+
+
+def test_cancel_interrupts_preprocessing():
+    """A cancel raised during preprocessing stops before the model is trained."""
+    from napari_scai.preprocess import rna_features
+
+    a = synthetic_section(300, seed=4)
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) == 1:
+            raise Cancelled("stop")
+
+    with pytest.raises(Cancelled):
+        rna_features(a, n_top_genes=50, n_comps=10, key_added=None, check=check)
+    assert calls == [1]

@@ -235,6 +235,7 @@ def rna_features(
     key_added: str | None = "X_scai_pca",
     seed: int = 0,
     return_scaled: bool = False,
+    check: Any = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Standard RNA pipeline on raw counts, without touching ``adata.X``.
 
@@ -263,18 +264,24 @@ def rna_features(
         Seed for randomized PCA (only used with > 4000 HVGs).
     return_scaled
         Also return the scaled HVG matrix.
+    check
+        Called between steps (e.g. a model runtime's ``check`` that raises when the user
+        cancels), so a long preprocessing can be interrupted.
     """
+    check = check or (lambda: None)
     counts = adata.layers[layer] if layer is not None else adata.X
     if counts is None:
         raise ValueError("adata has no counts (X is None); pass layer=")
     batch = adata.obs[batch_key].to_numpy() if batch_key is not None else None
     hv = highly_variable_genes_seurat_v3(counts, n_top_genes=n_top_genes, batch=batch)
+    check()
     mask = hv["highly_variable"].to_numpy()
     if key_added is not None:
         adata.var["scai_highly_variable"] = mask
     logx = log_normalize(counts, target_sum=target_sum)
     logx = logx[:, np.nonzero(mask)[0]]
     Xs = scale(logx, max_value=scale_max, batch=batch)
+    check()
     out = Xs if n_comps is None else pca(Xs, n_comps=n_comps, seed=seed)
     if key_added is not None:
         adata.obsm[key_added] = out

@@ -228,6 +228,7 @@ def spatial_domains(
         batch_key="_batch" if batch is not None else None,
         key_added=None,
         seed=seed,
+        check=rt.check,
     )
     rt.check()
 
