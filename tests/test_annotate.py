@@ -22,6 +22,7 @@ from napari_scai.tl._annotate import (
     import_geojson,
     points_in_polygons,
 )
+from tests.conftest import shared_path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DLPFC = DATA / "visium" / "dlpfc_151673"
@@ -270,8 +271,7 @@ def _read_dlpfc_positions() -> tuple[pd.DataFrame, pd.Series]:
 
 
 def test_dlpfc_layer_polygons_reproduce_manual_layers() -> None:
-    if not DATA.is_dir():
-        pytest.skip(f"shared data folder {DATA} is absent (a user's clone); real-data test")
+    shared_path("visium")  # skips with a reason when shared/data is absent
     pos, labels = _read_dlpfc_positions()
     pos = pos[pos["in_tissue"] == 1]
     assert labels.index.isin(pos.index).all()

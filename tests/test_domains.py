@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -17,8 +16,6 @@ from napari_scai.graph import build_knn_graph
 from napari_scai.models import Cancelled, Runtime, resolve_device
 from napari_scai.models.domains import DomainConfig, spatial_tiles, train_domain_model
 from napari_scai.tl._domains import spatial_domains
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def synthetic_section(n: int = 1200, n_genes: int = 80, k: int = 4, seed: int = 0) -> ad.AnnData:
@@ -141,9 +138,7 @@ def test_minibatch_tiles_with_halo_match_full_batch():
 
 
 def test_dlpfc_151673_accuracy():
-    if not DATA.is_dir():
-        pytest.skip(f"shared data folder {DATA} is absent")
-    from napari_scai.datasets import dlpfc_151673
+    from napari_scai.datasets import dlpfc_151673  # bundled sample: runs without shared/
 
     sdata = dlpfc_151673()
     a = spatial_domains(sdata, table="rna", n_domains=7, device="cpu", seed=0, epochs=200)

@@ -20,13 +20,13 @@ from napari_scai.graph import (
     spatial_graph,
     to_torch_csr,
 )
+from tests.conftest import shared_path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _positions(sample: str = "151673") -> pd.DataFrame:
-    if not DATA.is_dir():
-        pytest.skip(f"shared data folder {DATA} is absent")
+    shared_path("visium")  # skips with a reason when shared/data is absent
     pos = pd.read_csv(
         DATA / "visium" / f"dlpfc_{sample}" / "spatial" / "tissue_positions_list.csv",
         header=None,
