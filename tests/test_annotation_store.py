@@ -218,3 +218,36 @@ def test_csv_and_geojson_round_trip(make_napari_viewer, qtbot, store, tmp_path):
     assert column_values(fresh.tables["rna"], ANNOTATION_KEY).equals(expected)
     other.undo()  # the CSV import is one step
     assert column_values(fresh.tables["rna"], ANNOTATION_KEY)[:3].tolist() != ["artefact"] * 3
+
+
+def test_autosave_writes_in_a_worker_and_keeps_later_steps(
+    make_napari_viewer, qtbot, store, monkeypatch
+):
+    """Autosave does not block the GUI thread; a step taken during the write is saved next."""
+    import threading
+
+    import napari_scai.io as nio
+
+    real_update = nio.update
+    threads = []
+
+    written = []
+
+    def slow_update(snapshot, *args, **kwargs):
+        threads.append(threading.current_thread())
+        written.append(len(snapshot.shapes[ANNOTATION_ELEMENT]))
+        threading.Event().wait(0.5)
+        return real_update(snapshot, *args, **kwargs)
+
+    monkeypatch.setattr(nio, "update", slow_update)
+    viewer, sdata, widget = _open(make_napari_viewer, store, autosave_ms=10)
+    widget.add_class("L1", "#f0c808")
+    square = np.array([[3000.0, 3000.0], [3000.0, 6000.0], [6000.0, 6000.0], [6000.0, 3000.0]])
+    widget.shapes_layer.add_polygons([square])
+    qtbot.waitUntil(lambda: widget._save_worker is not None, timeout=5_000)
+    widget.shapes_layer.add_polygons([square + 4000.0])  # while the first write runs
+    assert widget.dirty
+    qtbot.waitUntil(lambda: not widget.dirty and widget._save_worker is None, timeout=10_000)
+    assert all(t is not threading.main_thread() for t in threads)
+    assert written == [1, 2]  # the step taken during the first write went into the second
+    assert len(io.read(store).shapes[ANNOTATION_ELEMENT]) == 2

@@ -139,6 +139,8 @@ class AnnotateWidget(QWidget):
         self.spots = None
         self.shapes_layer = None
         self.dirty = False
+        self._edits = 0  # counts annotation steps, so a background save knows if it is current
+        self._save_worker = None
         self._had_column = False
         self._initial_color_key: str | None = None
         self.last_save_error: str | None = None
@@ -433,6 +435,7 @@ class AnnotateWidget(QWidget):
 
     def _changed(self, what: str) -> None:
         self.dirty = True
+        self._edits += 1
         self.status.setText(what)
         if self.autosave.isChecked() and self.sdata is not None and self.sdata.path is not None:
             self.autosave_timer.start()
@@ -866,8 +869,74 @@ class AnnotateWidget(QWidget):
         return True
 
     def _autosave(self) -> None:
-        if self.dirty and self.sdata is not None and self.sdata.path is not None:
-            self.save()
+        if not (self.dirty and self.sdata is not None and self.sdata.path is not None):
+            return
+        if self._save_worker is not None:  # one write at a time: try again when it is done
+            self.autosave_timer.start()
+            return
+        self._save_in_background()
+
+    def _save_in_background(self) -> None:
+        """Autosave off the GUI thread: snapshot the elements here, write them in a worker.
+
+        The snapshot (copies of the table and the polygons) is what gets written, so steps taken
+        while the write runs are safe; they keep the widget dirty for the next autosave.
+        """
+        import warnings
+
+        import spatialdata as sd
+        from napari.qt.threading import create_worker
+
+        from napari_scai import io
+
+        target = Path(self.sdata.path)
+        try:
+            elements = self._prepare_sdata()
+        except Exception as err:  # noqa: BLE001 - reported like any failed save
+            self._on_background_save_error(err, target)
+            return
+        removed = [] if self.element in elements else [self.element]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the table's spots element is not in the snapshot
+            snapshot = sd.SpatialData(
+                shapes={n: self.sdata.shapes[n].copy() for n in elements if n in self.sdata.shapes},
+                tables={n: self.sdata.tables[n].copy() for n in elements if n in self.sdata.tables},
+            )
+        edits = self._edits
+        worker = create_worker(
+            io.update,
+            snapshot,
+            target,
+            elements=elements,
+            remove=removed,
+            _start_thread=False,
+            _ignore_errors=True,
+        )
+        worker.returned.connect(lambda _path: self._on_background_saved(edits, target))
+        worker.errored.connect(lambda err: self._on_background_save_error(err, target))
+        worker.finished.connect(self._on_background_save_finished)
+        self._save_worker = worker
+        self.status.setText(f"autosaving to {target.name}…")
+        worker.start()
+
+    def _on_background_saved(self, edits: int, target: Path) -> None:
+        self.last_save_error = None
+        if edits == self._edits:
+            self.dirty = False
+        self.status.setText(
+            f"autosaved {len(self.state.polygons)} polygons and obs['{self.key}'] to {target.name}"
+        )
+
+    def _on_background_save_error(self, err: Exception, target: Path) -> None:
+        self.last_save_error = f"{type(err).__name__}: {err}"
+        notify_error(
+            f"autosaving the annotation to {target} failed ({self.last_save_error}). "
+            "The store keeps its previous version; your annotation is still here. Fix: check the disk and save again"
+        )
+        self.status.setText(f"save failed: {self.last_save_error}")
+
+    def _on_background_save_finished(self) -> None:
+        self._save_worker = None
 
     def _on_save(self) -> None:
         if self.spots is None:
