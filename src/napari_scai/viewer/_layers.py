@@ -210,12 +210,17 @@ def spots_layer(
         "metadata": _metadata(sdata, source, adata),
     }
     if color_by is not None and adata is not None:
-        style = color_style(adata, color_by, rows)
-        source.color_key = color_by
-        source.extra["style"] = style
-        kwargs["features"] = features.assign(**{color_by: style.values})
-        kwargs["face_color"] = style.colors
+        _initial_colors(kwargs, source, adata, color_by, rows)
     return world, kwargs, "points"
+
+
+def _initial_colors(kwargs: dict[str, Any], source: LayerSource, adata, key: str, rows) -> None:
+    """Colour a new points/shapes layer by ``key``: face colours, hover value, remembered style."""
+    style = color_style(adata, key, rows)
+    source.color_key = key
+    source.extra["style"] = style
+    kwargs["features"] = kwargs["features"].assign(**{key: style.values})
+    kwargs["face_color"] = style.colors
 
 
 def _polygon_rings(geometry) -> list[np.ndarray]:
@@ -263,11 +268,7 @@ def polygons_layer(
         "metadata": _metadata(sdata, source, adata),
     }
     if color_by is not None and adata is not None:
-        style = color_style(adata, color_by, rows)
-        source.color_key = color_by
-        source.extra["style"] = style
-        kwargs["features"] = features.assign(**{color_by: style.values})
-        kwargs["face_color"] = style.colors
+        _initial_colors(kwargs, source, adata, color_by, rows)
     return data, kwargs, "shapes"
 
 
