@@ -490,3 +490,38 @@ def test_save_as_new_store_then_autosave(make_napari_viewer, qtbot, dlpfc_sdata,
     widget.add_polygons([_rect(7000, 7000, 9000, 9000)], "B")  # now autosaved
     qtbot.waitUntil(lambda: not widget.dirty, timeout=10_000)
     assert io.read(target).shapes["scai_annotations"]["class"].tolist() == ["A", "B"]
+
+
+def test_save_button_without_store_saves_as_a_new_store(
+    make_napari_viewer, qtbot, dlpfc_sdata, tmp_path, monkeypatch
+):
+    """Save on data with no store asks for a .zarr and writes all of it there, in a worker."""
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_scai import io
+
+    viewer = make_napari_viewer()
+    add_sdata(viewer, dlpfc_sdata)
+    widget = AnnotateWidget(viewer, autosave_ms=50)
+    widget.add_polygons([_rect(3000, 3000, 6000, 6000)], "A")
+    target = tmp_path / "picked"  # the dialog adds .zarr
+    monkeypatch.setattr(
+        QFileDialog, "getSaveFileName", staticmethod(lambda *_a, **_k: (str(target), ""))
+    )
+    qtbot.mouseClick(widget.save_button, LEFT)
+    assert not widget.save_button.isEnabled()
+    qtbot.waitUntil(lambda: widget._save_worker is None, timeout=20_000)
+    assert widget.save_button.isEnabled() and not widget.dirty
+    assert widget.last_save_error is None
+    store = tmp_path / "picked.zarr"
+    assert widget.sdata.path == store
+    back = io.read(store)
+    assert back.shapes["scai_annotations"]["class"].tolist() == ["A"]
+    assert set(back.images) == set(dlpfc_sdata.images)  # the whole data, not just the annotation
+    assert set(back.shapes) == {*dlpfc_sdata.shapes}
+    assert column_values(back.tables["rna"], ANNOTATION_KEY).equals(
+        column_values(widget.adata, ANNOTATION_KEY)
+    )
+    widget.add_polygons([_rect(7000, 7000, 9000, 9000)], "B")  # and autosave goes there now
+    qtbot.waitUntil(lambda: not widget.dirty and widget._save_worker is None, timeout=10_000)
+    assert io.read(store).shapes["scai_annotations"]["class"].tolist() == ["A", "B"]

@@ -46,6 +46,12 @@ def _snapshot(store):
     return {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file()}
 
 
+def click_save(widget, qtbot) -> None:
+    """Press Save and wait for its background write (and its result) to be done."""
+    qtbot.mouseClick(widget.save_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget._save_worker is None, timeout=20_000)
+
+
 def draw_manual_layers(widget, qtbot) -> list[tuple[str, np.ndarray]]:
     """Like a user: add the 7 classes in the dock, draw polygons in the Shapes layer, assign."""
     wanted = dict(zip(DLPFC_LAYERS, DLPFC_LAYER_COLORS, strict=True))
@@ -81,7 +87,7 @@ def test_polygons_assign_manual_layers_and_survive_reopen(make_napari_viewer, qt
         shapes.edge_color[l1][0, :3], np.array([0xF0, 0xC8, 0x08]) / 255, atol=1e-6
     )
 
-    qtbot.mouseClick(widget.save_button, Qt.MouseButton.LeftButton)
+    click_save(widget, qtbot)
     assert widget.last_save_error is None and not widget.dirty
     saved = column_values(adata, ANNOTATION_KEY)
     drawn_before = widget.state.polygons
@@ -135,8 +141,9 @@ def test_killed_save_leaves_previous_store(make_napari_viewer, qtbot, store, mon
         raise OSError("killed while writing metadata")
 
     monkeypatch.setattr(zarr_io, "_consolidate", killed)
-    qtbot.mouseClick(widget.save_button, Qt.MouseButton.LeftButton)
+    click_save(widget, qtbot)
     assert widget.last_save_error is not None and widget.dirty
+    assert widget.save_button.isEnabled()
     assert any("failed" in m and "previous version" in m for m in seen), seen
     monkeypatch.undo()
 
@@ -251,3 +258,77 @@ def test_autosave_writes_in_a_worker_and_keeps_later_steps(
     assert all(t is not threading.main_thread() for t in threads)
     assert written == [1, 2]  # the step taken during the first write went into the second
     assert len(io.read(store).shapes[ANNOTATION_ELEMENT]) == 2
+
+
+def test_save_button_writes_in_a_worker_one_write_at_a_time(
+    make_napari_viewer, qtbot, store, monkeypatch
+):
+    """Save writes off the GUI thread, the button is off meanwhile and saves never overlap."""
+    import threading
+
+    import napari_scai.io as nio
+
+    real_update = nio.update
+    release = threading.Event()
+    running, calls = [], []
+
+    def held_update(snapshot, *args, **kwargs):
+        running.append(1)
+        calls.append((threading.current_thread(), len(running)))
+        try:
+            assert release.wait(20)
+            return real_update(snapshot, *args, **kwargs)
+        finally:
+            running.pop()
+
+    monkeypatch.setattr(nio, "update", held_update)
+    viewer, sdata, widget = _open(make_napari_viewer, store, autosave_ms=60_000)
+    widget.add_class("tumour", "#ff0000")
+    widget.add_polygons(
+        [np.array([[5000.0, 5000.0], [5000.0, 8000.0], [8000.0, 8000.0], [8000.0, 5000.0]])]
+    )
+    assert widget.dirty and ANNOTATION_ELEMENT not in io.read(store).shapes
+
+    qtbot.mouseClick(widget.save_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(calls) == 1, timeout=5_000)  # the write runs...
+    assert calls[0][0] is not threading.main_thread()
+    assert not widget.save_button.isEnabled()  # ...the button is off...
+    assert "saving" in widget.status.text()
+    qtbot.mouseClick(widget.save_button, Qt.MouseButton.LeftButton)  # (a disabled button)
+    widget._on_save()  # ...and a save asked for now waits for the running one
+    qtbot.wait(100)
+    assert len(calls) == 1 and widget.dirty  # the GUI thread was free the whole time
+
+    release.set()
+    qtbot.waitUntil(
+        lambda: widget._save_worker is None and widget._queued_save is None, timeout=20_000
+    )
+    assert [depth for _, depth in calls] == [1, 1]  # the queued save ran after, not alongside
+    assert widget.save_button.isEnabled()
+    assert widget.last_save_error is None and not widget.dirty
+    assert widget.status.text().startswith("saved 1 polygons")
+    back = io.read(store)
+    assert back.shapes[ANNOTATION_ELEMENT]["class"].tolist() == ["tumour"]
+    n = int((back.tables["rna"].obs[ANNOTATION_KEY] == "tumour").sum())
+    assert n == int((sdata.tables["rna"].obs[ANNOTATION_KEY] == "tumour").sum()) > 0
+
+
+def test_save_button_error_is_notified(make_napari_viewer, qtbot, store, monkeypatch):
+    from napari.utils.notifications import notification_manager
+
+    import napari_scai.io as nio
+
+    def broken(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    viewer, sdata, widget = _open(make_napari_viewer, store, autosave_ms=60_000)
+    widget.add_polygons([np.array([[3000.0, 3000.0], [3000.0, 6000.0], [6000.0, 6000.0]])], "A")
+    seen = []
+    monkeypatch.setattr(notification_manager, "dispatch", lambda n: seen.append(str(n.message)))
+    monkeypatch.setattr(nio, "update", broken)
+    click_save(widget, qtbot)
+    assert widget.last_save_error == "OSError: disk full" and widget.dirty
+    assert widget.status.text() == "save failed: OSError: disk full"
+    assert any("saving the annotation" in m and "disk full" in m for m in seen), seen
+    assert widget.save_button.isEnabled()
+    assert ANNOTATION_ELEMENT not in io.read(store).shapes

@@ -141,6 +141,7 @@ class AnnotateWidget(QWidget):
         self.dirty = False
         self._edits = 0  # counts annotation steps, so a background save knows if it is current
         self._save_worker = None
+        self._queued_save: Callable[[], None] | None = None  # a save asked for during a write
         self._had_column = False
         self._initial_color_key: str | None = None
         self.last_save_error: str | None = None
@@ -437,6 +438,9 @@ class AnnotateWidget(QWidget):
         self.dirty = True
         self._edits += 1
         self.status.setText(what)
+        self._schedule_autosave()
+
+    def _schedule_autosave(self) -> None:
         if self.autosave.isChecked() and self.sdata is not None and self.sdata.path is not None:
             self.autosave_timer.start()
 
@@ -835,38 +839,67 @@ class AnnotateWidget(QWidget):
         """Write the polygons and the column to the store (``io.update``, atomic).
 
         ``path`` defaults to the SpatialData's own store. On failure the store keeps its
-        previous content, a napari error notification says why, and False is returned.
+        previous content, a napari error notification says why, and False is returned. The
+        write happens here, on the calling thread (the Save button writes in a worker instead);
+        a background write still running is waited for first, so two never overlap.
         """
         from napari_scai import io
 
+        self._wait_for_background_save()
+        target = self._save_target(path)
+        if target is None:
+            return False
+        try:
+            elements, removed = self._elements_to_write()
+            written = io.update(self.sdata, target, elements=elements, remove=removed)
+        except Exception as err:  # noqa: BLE001 - any failure is reported, the store is intact
+            self._on_save_error(err, target, auto=False)
+            return False
+        self._on_saved(self._edits, self.sdata, written, auto=False)
+        return True
+
+    def _save_target(self, path: str | Path | None) -> Path | None:
+        """The store a save writes to (``path``, else the data's own); None (said why) if none."""
         self.autosave_timer.stop()
         if self.spots is None:
-            return False
+            return None
         if path is None and self.sdata.path is None:
             notify_error(
                 "this data has no store on disk yet. Fix: press Save and choose a .zarr folder"
             )
-            return False
-        target = Path(path) if path is not None else Path(self.sdata.path)
-        try:
-            elements = self._prepare_sdata()
-            # No polygons left: the saved annotation element goes too, in the same atomic step.
-            removed = [] if self.element in elements else [self.element]
-            io.update(self.sdata, target, elements=elements, remove=removed)
-        except Exception as err:  # noqa: BLE001 - any failure is reported, the store is intact
-            self.last_save_error = f"{type(err).__name__}: {err}"
-            notify_error(
-                f"saving the annotation to {target} failed ({self.last_save_error}). "
-                "The store keeps its previous version; your annotation is still here. Fix: check the disk and save again"
+            return None
+        return Path(path) if path is not None else Path(self.sdata.path)
+
+    def _elements_to_write(self) -> tuple[list[str], list[str]]:
+        """Elements to (re)write, and those to delete from the store in the same atomic step."""
+        elements = self._prepare_sdata()
+        # No polygons left: the saved annotation element goes too.
+        return elements, [] if self.element in elements else [self.element]
+
+    def _snapshot(self, elements: list[str], *, whole: bool):
+        """A SpatialData with copies of ``elements``, for a worker to write while edits go on.
+
+        ``whole``: the other elements too, by reference (a new store gets everything; only the
+        annotation elements change during the write).
+        """
+        import warnings
+
+        import spatialdata as sd
+
+        kinds = ("images", "labels", "points", "shapes", "tables")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the table's spots element may not be in it
+            return sd.SpatialData(
+                **{
+                    kind: {
+                        name: element.copy() if name in elements else element
+                        for name, element in getattr(self.sdata, kind).items()
+                        if whole or name in elements
+                    }
+                    for kind in kinds
+                },
+                attrs=dict(self.sdata.attrs) if whole else None,
             )
-            self.status.setText(f"save failed: {self.last_save_error}")
-            return False
-        self.last_save_error = None
-        self.dirty = False
-        self.status.setText(
-            f"saved {len(self.state.polygons)} polygons and obs['{self.key}'] to {target.name}"
-        )
-        return True
 
     def _autosave(self) -> None:
         if not (self.dirty and self.sdata is not None and self.sdata.path is not None):
@@ -874,34 +907,33 @@ class AnnotateWidget(QWidget):
         if self._save_worker is not None:  # one write at a time: try again when it is done
             self.autosave_timer.start()
             return
-        self._save_in_background()
+        self._save_in_background(auto=True)
 
-    def _save_in_background(self) -> None:
-        """Autosave off the GUI thread: snapshot the elements here, write them in a worker.
+    def _save_in_background(self, path: str | Path | None = None, *, auto: bool) -> None:
+        """Save off the GUI thread: snapshot the elements here, write them in a worker.
 
         The snapshot (copies of the table and the polygons) is what gets written, so steps taken
-        while the write runs are safe; they keep the widget dirty for the next autosave.
+        while the write runs are safe; they keep the widget dirty for the next autosave. One
+        write at a time: the Save button is disabled meanwhile, and a save asked for then runs
+        when the current write is done. ``auto`` only changes the wording of the messages.
         """
-        import warnings
-
-        import spatialdata as sd
         from napari.qt.threading import create_worker
 
         from napari_scai import io
 
-        target = Path(self.sdata.path)
-        try:
-            elements = self._prepare_sdata()
-        except Exception as err:  # noqa: BLE001 - reported like any failed save
-            self._on_background_save_error(err, target)
+        if self._save_worker is not None:
+            self._queued_save = lambda: self._save_in_background(path, auto=auto)
             return
-        removed = [] if self.element in elements else [self.element]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the table's spots element is not in the snapshot
-            snapshot = sd.SpatialData(
-                shapes={n: self.sdata.shapes[n].copy() for n in elements if n in self.sdata.shapes},
-                tables={n: self.sdata.tables[n].copy() for n in elements if n in self.sdata.tables},
-            )
+        target = self._save_target(path)
+        if target is None:
+            return
+        sdata = self.sdata
+        try:
+            elements, removed = self._elements_to_write()
+            snapshot = self._snapshot(elements, whole=not target.exists())
+        except Exception as err:  # noqa: BLE001 - reported like any failed save
+            self._on_save_error(err, target, auto=auto)
+            return
         edits = self._edits
         worker = create_worker(
             io.update,
@@ -912,44 +944,66 @@ class AnnotateWidget(QWidget):
             _start_thread=False,
             _ignore_errors=True,
         )
-        worker.returned.connect(lambda _path: self._on_background_saved(edits, target))
-        worker.errored.connect(lambda err: self._on_background_save_error(err, target))
+        worker.returned.connect(lambda written: self._on_saved(edits, sdata, written, auto=auto))
+        worker.errored.connect(lambda err: self._on_save_error(err, target, auto=auto))
         worker.finished.connect(self._on_background_save_finished)
         self._save_worker = worker
-        self.status.setText(f"autosaving to {target.name}…")
+        self.save_button.setEnabled(False)
+        self.status.setText(f"{'auto' if auto else ''}saving to {target.name}…")
         worker.start()
 
-    def _on_background_saved(self, edits: int, target: Path) -> None:
+    def _wait_for_background_save(self) -> None:
+        """Block until no background write runs (its result handled, queued saves included)."""
+        import time
+
+        from qtpy.QtCore import QCoreApplication
+
+        while self._save_worker is not None:
+            QCoreApplication.processEvents()
+            time.sleep(0.01)
+
+    def _on_saved(self, edits: int, sdata, written: Path, *, auto: bool) -> None:
+        """A save of the annotation as it was after ``edits`` steps reached ``written``."""
+        sdata.path = Path(written)  # a new store ("save as") is where autosave goes from now on
         self.last_save_error = None
         if edits == self._edits:
             self.dirty = False
+        else:
+            self._schedule_autosave()  # steps taken during the write
         self.status.setText(
-            f"autosaved {len(self.state.polygons)} polygons and obs['{self.key}'] to {target.name}"
+            f"{'auto' if auto else ''}saved {len(self.state.polygons)} polygons and "
+            f"obs['{self.key}'] to {Path(written).name}"
         )
 
-    def _on_background_save_error(self, err: Exception, target: Path) -> None:
+    def _on_save_error(self, err: Exception, target: Path, *, auto: bool) -> None:
         self.last_save_error = f"{type(err).__name__}: {err}"
         notify_error(
-            f"autosaving the annotation to {target} failed ({self.last_save_error}). "
-            "The store keeps its previous version; your annotation is still here. Fix: check the disk and save again"
+            f"{'auto' if auto else ''}saving the annotation to {target} failed "
+            f"({self.last_save_error}). The store keeps its previous version; your annotation "
+            "is still here. Fix: check the disk and save again"
         )
         self.status.setText(f"save failed: {self.last_save_error}")
 
     def _on_background_save_finished(self) -> None:
         self._save_worker = None
+        self.save_button.setEnabled(True)
+        queued, self._queued_save = self._queued_save, None
+        if queued is not None:
+            queued()
 
     def _on_save(self) -> None:
+        """The Save button: write in the background (asks for a new store if there is none)."""
         if self.spots is None:
             return
+        path = None
         if self.sdata.path is None:
             path, _ = QFileDialog.getSaveFileName(
                 self, "Save as a SpatialData store", "annotated.zarr", "SpatialData (*.zarr)"
             )
             if not path:
                 return
-            self.save(path if path.endswith(".zarr") else f"{path}.zarr")
-        else:
-            self.save()
+            path = path if path.endswith(".zarr") else f"{path}.zarr"
+        self._save_in_background(path, auto=False)
 
     # ------------------------------------------------------------------ import / export
     def export_csv(self, path: str | Path) -> Path:
