@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared/data beside the checkout; SCAI_SHARED_DATA points elsewhere (e.g. a copy carried to
+# the GPU machine, see benchmarks/gpu/).
+DATA = Path(
+    os.environ.get("SCAI_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 
 
 def load_dlpfc(sample: str = "151673", data_dir: Path = DATA) -> ad.AnnData:

@@ -224,12 +224,12 @@ def describe_device(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
 
 
-def append_results(text: str, header: str) -> None:
-    body = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+def append_results(text: str, header: str, path: Path = RESULTS) -> None:
+    body = path.read_text() if path.exists() else "# Benchmark results\n"
     if "## Spatial domains" not in body:
         body = body.rstrip() + "\n\n## Spatial domains\n"
     body = body.rstrip() + f"\n\n{header}\n\n{text}\n"
-    RESULTS.write_text(body)
+    path.write_text(body)
 
 
 def main(argv=None) -> None:
@@ -245,6 +245,12 @@ def main(argv=None) -> None:
     p.add_argument("--methods", default="all", help="comma list of: gnn,a,b (default all)")
     p.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
     p.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="markdown file the table is appended to (default benchmarks/RESULTS.md)",
+    )
+    p.add_argument(
         "--joint",
         action="store_true",
         help="also run joint mode on 151673 + 151674 (one shared set of domains)",
@@ -256,8 +262,9 @@ def main(argv=None) -> None:
     if args.methods != "all":
         pick = {"gnn": names[0], "a": names[1], "b": names[2]}
         names = [pick[m.strip()] for m in args.methods.split(",")]
+    commit = os.environ.get("SCAI_COMMIT", "")  # set where the copy has no .git (GPU machine)
     try:
-        commit = (
+        commit = commit or (
             subprocess.run(
                 ["git", "rev-parse", "--short", "HEAD"],
                 capture_output=True,
@@ -293,7 +300,7 @@ def main(argv=None) -> None:
     print(header)
     print(table)
     if not args.no_append:
-        append_results(table, header)
+        append_results(table, header, args.results)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared/data beside the checkout, or SCAI_SHARED_DATA (a copy elsewhere, e.g. on a GPU machine)
+SHARED_DATA = Path(
+    os.environ.get("SCAI_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 
 
 def shared_path(*parts: str) -> Path:
