@@ -220,3 +220,34 @@ def test_cancel_interrupts_preprocessing():
     with pytest.raises(Cancelled):
         rna_features(a, n_top_genes=50, n_comps=10, key_added=None, check=check)
     assert calls == [1]
+
+
+def test_bad_input_errors_name_the_field_and_the_fix():
+    a = synthetic_section(n=200)
+    neg = a.copy()
+    neg.X = -neg.X
+    with pytest.raises(ValueError, match=r"X has negative.*layer="):
+        spatial_domains(neg, n_domains=3, **FAST)
+    assert "scai_domain" not in neg.obs  # nothing written
+    with pytest.raises(KeyError, match=r"layer 'counts' not in .* layers \[\]"):
+        spatial_domains(a.copy(), n_domains=3, layer="counts", **FAST)
+    with pytest.raises(ValueError, match=r"n_domains=300 is more than the 200"):
+        spatial_domains(a.copy(), n_domains=300, **FAST)
+    nocoord = a.copy()
+    del nocoord.obsm["spatial"]
+    with pytest.raises(KeyError, match=r"no coordinates in obsm\['spatial'\].*spatial_key"):
+        spatial_domains(nocoord, n_domains=3, **FAST)
+    # coordinates under another key are fine when the graph is told where they are
+    moved = a.copy()
+    moved.obsm["xy"] = moved.obsm.pop("spatial")
+    spatial_domains(moved, n_domains=3, graph_kwargs={"spatial_key": "xy"}, **FAST)
+    assert moved.obs["scai_domain"].nunique() == 3
+
+
+def test_non_count_input_warns_but_runs():
+    a = synthetic_section(n=200)
+    a.X = a.X.copy()
+    a.X.data = np.log1p(a.X.data)
+    with pytest.warns(UserWarning, match="does not look like raw counts"):
+        spatial_domains(a, n_domains=3, **FAST)
+    assert "scai_domain" in a.obs

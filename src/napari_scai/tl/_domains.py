@@ -44,6 +44,34 @@ def _graph_for(adata: Any, graph: Any, graph_kwargs: dict[str, Any]) -> sp.csr_m
     return spatial_graph(adata, method=str(graph), **graph_kwargs)
 
 
+def _check_counts(adata: Any, layer: str | None, where: str) -> None:
+    """Refuse negative values; warn when the matrix does not look like raw counts.
+
+    Seurat-v3 gene selection models raw UMI counts; log-normalised or scaled input still runs
+    but picks other genes, so it is worth a warning (as scanpy gives) rather than an error.
+    """
+    import warnings
+
+    X = adata.layers[layer] if layer else adata.X
+    if X is None:
+        raise ValueError(f"{where} has no expression matrix (X is None). Fix: pass layer=<counts layer>")
+    vals = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    sample = np.asarray(vals[: 200_000], dtype=np.float64)
+    src = f"layers[{layer!r}]" if layer else "X"
+    if sample.size and (not np.all(np.isfinite(sample)) or sample.min() < 0):
+        raise ValueError(
+            f"{where}.{src} has negative or non-finite values; spatial domains need raw counts. "
+            "Fix: pass layer= with the raw counts (e.g. layer='counts')"
+        )
+    if sample.size and not np.allclose(sample, np.round(sample)):
+        warnings.warn(
+            f"{where}.{src} does not look like raw counts (non-integer values); gene selection "
+            "(Seurat v3) expects counts. Pass layer= with the raw counts if you have them.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _plain(v: Any) -> Any:
     """Make a value safe for ``uns`` (h5ad / zarr writers)."""
     if v is None:
@@ -186,6 +214,32 @@ def spatial_domains(
         n_domains = int(n_domains)
         if n_domains < 1:
             raise ValueError("n_domains must be >= 1 (or None to choose it by BIC)")
+    inputs = list(data) if joint else [data]
+    spatial_key = (graph_kwargs or {}).get("spatial_key", "spatial")
+    for i, (a, d) in enumerate(zip(adatas, inputs, strict=True)):
+        where = "the AnnData" if isinstance(d, ad.AnnData) else f"table {table!r}"
+        where += f" of sample {i}" if joint else ""
+        if layer and layer not in a.layers:
+            raise KeyError(
+                f"layer {layer!r} not in {where}; it has layers {list(a.layers.keys())}. "
+                "Fix: pass one of those, or layer=None for X"
+            )
+        _check_counts(a, layer, where)
+        if not auto_k and a.n_obs < n_domains:
+            raise ValueError(
+                f"n_domains={n_domains} is more than the {a.n_obs} cells/spots in {where}. "
+                "Fix: ask for fewer domains"
+            )
+        if graph in ("auto", "knn", "radius", "delaunay", "squidpy") and spatial_key not in a.obsm:
+            from napari_scai.graph import _is_visium
+
+            if not (graph == "auto" and _is_visium(a)):
+                raise KeyError(
+                    f"{where} has no coordinates in obsm[{spatial_key!r}] (obsm keys: "
+                    f"{list(a.obsm.keys())}). Fix: put x, y there, pass "
+                    "graph_kwargs={'spatial_key': <key>}, or give array_row/array_col for a "
+                    "Visium hex graph"
+                )
     rt = Runtime(device=device, seed=seed, progress=progress, cancel=cancel)
     rt.report(0, 4, "preprocessing")
 
