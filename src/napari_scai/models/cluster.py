@@ -335,10 +335,12 @@ def select_n_components_stability(
         for _ in range(n_resamples)
     ]
     gmm_kwargs = {k: v for k, v in gmm_kwargs.items() if k != "seed"}
+    # the many subsample fits use at most 10 restarts; the final fit on all of X uses n_init
+    sub_kwargs = dict(gmm_kwargs, n_init=min(int(gmm_kwargs.get("n_init", 5)), 10))
     scores: dict[int, float] = {}
     for k in candidates:
         labels = [
-            GaussianMixture(int(k), seed=int(seed) + r, **gmm_kwargs).fit(X[idx]).predict(X)
+            GaussianMixture(int(k), seed=int(seed) + r, **sub_kwargs).fit(X[idx]).predict(X)
             for r, idx in enumerate(subsets)
         ]
         pairs = [
