@@ -42,12 +42,14 @@ def _mean_var(X: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def loess_fit(
-    x: np.ndarray, y: np.ndarray, span: float = 0.3, max_anchors: int = 2000
+    x: np.ndarray, y: np.ndarray, span: float = 0.3, max_anchors: int = 400
 ) -> np.ndarray:
     """Local quadratic regression (loess, degree 2, tricube weights) evaluated at ``x``.
 
     With more than ``max_anchors`` points the fit is computed at ``max_anchors`` quantiles of
-    ``x`` and linearly interpolated (as loess' own ``surface="interpolate"`` does).
+    ``x`` and linearly interpolated (as loess' own ``surface="interpolate"`` does). At span 0.3
+    the curve is smooth: 400 anchors pick the same 3000 Seurat-v3 genes as 2000 anchors on
+    DLPFC 151674 and STARmap (2999 of 3000 on 151673), 5-8x faster.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -208,9 +210,12 @@ def pca(X: np.ndarray, n_comps: int = 30, seed: int = 0) -> np.ndarray:
     if g <= 4000:
         from scipy.linalg import eigh
 
-        C = (Xc.T.astype(np.float64) @ Xc.astype(np.float64)) / max(n - 1, 1)
+        from scipy.linalg.blas import dsyrk
+
+        # lower triangle of X'X (syrk: half the flops of a full product), in float64
+        C = dsyrk(1.0 / max(n - 1, 1), Xc.astype(np.float64), trans=1, lower=1)
         # Only the top n_comps eigenpairs (LAPACK evr): ~10x faster than a full eigh at 3000 genes.
-        _, evecs = eigh(C, subset_by_index=[g - n_comps, g - 1])
+        _, evecs = eigh(C, subset_by_index=[g - n_comps, g - 1], lower=True)
         V = evecs[:, ::-1]
     else:
         from sklearn.utils.extmath import randomized_svd
