@@ -75,7 +75,9 @@ def test_spatial_domains_writes_results_and_recovers_planted_domains():
     assert len(a.uns["scai_domain_colors"]) == 4
     assert all(c.startswith("#") for c in a.uns["scai_domain_colors"])
     assert a.uns["scai_domain_params"]["n_domains"] == 4
-    assert steps and steps[-1] == (4, 4)
+    assert steps and steps[-1] == (100, 100)
+    fractions = [s / t for s, t in steps]
+    assert fractions == sorted(fractions) and len(set(fractions)) > 5  # smooth, monotone
     assert adjusted_rand_score(a.obs["truth"], dom) > 0.8
 
 
@@ -251,3 +253,20 @@ def test_non_count_input_warns_but_runs():
     with pytest.warns(UserWarning, match="does not look like raw counts"):
         spatial_domains(a, n_domains=3, **FAST)
     assert "scai_domain" in a.obs
+
+
+def test_ensemble_members_are_the_single_seed_models():
+    """Training 3 members in one pass gives each the model its seed alone would give."""
+    from napari_scai.models.domains import train_domain_ensemble
+
+    a = synthetic_section(n=400)
+    X = np.asarray(a.X.todense(), dtype=np.float32)
+    X = (X - X.mean(0)) / (X.std(0) + 1e-6)
+    A = build_knn_graph(a.obsm["spatial"], 6)
+    cfg = DomainConfig(epochs=30)
+    Zs, info = train_domain_ensemble(X, A, cfg, Runtime("cpu", 0), seeds=[5, 6, 7])
+    assert info["n_members"] == 3 and len(Zs) == 3
+    for seed, Zm in zip([5, 6, 7], Zs, strict=True):
+        Z1, _ = train_domain_model(X, A, cfg, Runtime("cpu", seed))
+        np.testing.assert_allclose(Zm, Z1, rtol=1e-3, atol=1e-4)
+    assert not np.allclose(Zs[0], Zs[1], atol=1e-2)  # members differ

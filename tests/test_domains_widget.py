@@ -32,7 +32,14 @@ def test_run_draws_domains_and_confidence(widget, qtbot):
     widget.device_combo.setCurrentText("cpu")
     steps = []
     widget._relay.progress.connect(lambda i, n, m: steps.append((i, n)))
-    assert widget.parameters() == {"table": "rna", "n_domains": 5, "device": "cpu", "seed": 0, "epochs": 20, "refine": False}
+    assert widget.parameters() == {
+        "table": "rna",
+        "n_domains": 5,
+        "device": "cpu",
+        "seed": 0,
+        "epochs": 20,
+        "refine": False,
+    }
     widget.run_button.click()
     assert not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: widget.run_button.isEnabled(), timeout=120_000)

@@ -16,8 +16,7 @@ def dlpfc_counts():
 
 
 def test_seurat_v3_hvgs_match_scanpy(dlpfc_counts):
-    pytest.importorskip("skmisc", reason="scanpy's seurat_v3 needs scikit-misc (test extra)")
-    import scanpy as sc
+    import scanpy as sc  # its seurat_v3 flavour needs scikit-misc (a test extra)
 
     ours = highly_variable_genes_seurat_v3(dlpfc_counts.X, n_top_genes=3000)
     ref = sc.pp.highly_variable_genes(
@@ -37,8 +36,9 @@ def test_seurat_v3_hvgs_match_scanpy(dlpfc_counts):
 def test_pca_matches_sklearn_up_to_sign(dlpfc_counts):
     from sklearn.decomposition import PCA
 
-    _, Xs = rna_features(dlpfc_counts.copy(), n_top_genes=2000, n_comps=20, return_scaled=True,
-                         key_added=None)
+    _, Xs = rna_features(
+        dlpfc_counts.copy(), n_top_genes=2000, n_comps=20, return_scaled=True, key_added=None
+    )
     ours = pca(Xs, n_comps=20)
     ref = PCA(20, svd_solver="full").fit_transform(Xs.astype(np.float64))
     for j in range(20):

@@ -122,11 +122,16 @@ def open_viewer(
             None,
         )
         add_sdata(viewer, sdata, color_by=key)
-    docks = [viewer.window.add_plugin_dock_widget("napari-scai", name, tabify=True)[0] for name in dock_widget_names()]
+    docks = [
+        viewer.window.add_plugin_dock_widget("napari-scai", name, tabify=True)[0]
+        for name in dock_widget_names()
+    ]
     if docks:
         from qtpy.QtCore import QTimer
 
-        QTimer.singleShot(0, docks[0].raise_)  # the overlay tab in front, once the docks are laid out
+        QTimer.singleShot(
+            0, docks[0].raise_
+        )  # the overlay tab in front, once the docks are laid out
     spots = [ly for ly in viewer.layers if ly._type_string == "points"]
     if spots:
         viewer.layers.selection.active = spots[0]

@@ -209,7 +209,6 @@ def pca(X: np.ndarray, n_comps: int = 30, seed: int = 0) -> np.ndarray:
     Xc = X - X.mean(axis=0, keepdims=True)
     if g <= 4000:
         from scipy.linalg import eigh
-
         from scipy.linalg.blas import dsyrk
 
         # lower triangle of X'X (syrk: half the flops of a full product), in float64

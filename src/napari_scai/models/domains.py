@@ -35,7 +35,14 @@ from torch.nn import functional as F
 from napari_scai.graph import normalize_adjacency, to_torch_csr
 from napari_scai.models._runtime import Runtime, cpu_threads
 
-__all__ = ["DomainConfig", "DomainGNN", "SparseAdj", "spatial_tiles", "train_domain_model"]
+__all__ = [
+    "DomainConfig",
+    "DomainGNN",
+    "SparseAdj",
+    "spatial_tiles",
+    "train_domain_ensemble",
+    "train_domain_model",
+]
 
 
 class _CSRMatMul(torch.autograd.Function):
@@ -96,49 +103,99 @@ class DomainConfig:
         return asdict(self)
 
 
+def _prop(adj: Any, t: torch.Tensor) -> torch.Tensor:
+    """``adj @ t[:, m]`` for every member m of ``t`` (n x M x d), as one sparse product."""
+    n, m, d = t.shape
+    return (adj @ t.reshape(n, m * d)).view(n, m, d)
+
+
+def _lin(t: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-member affine map: ``t`` n x f (shared) or n x M x f, ``w`` M x f x o -> n x M x o."""
+    m, f, o = w.shape
+    if t.dim() == 2:  # one GEMM against all members' weights side by side
+        return (t @ w.permute(1, 0, 2).reshape(f, m * o)).view(-1, m, o) + b
+    return torch.einsum("nmf,mfo->nmo", t, w) + b
+
+
 class DomainGNN(nn.Module):
-    """Two-layer GCN encoder, one-layer GCN decoder, bilinear local discriminator."""
+    """Two-layer GCN encoder, one-layer GCN decoder, bilinear local discriminator.
+
+    ``n_members`` independent models are held as stacked weights (M x fan_in x fan_out) and
+    trained in one pass on n x M x d activations: every graph product serves all members at
+    once (one sparse product over M x d columns), so an ensemble needs M times fewer kernel
+    launches than M separate runs. Members share only the input; each has its own
+    initialisation and shuffles.
+    """
 
     def __init__(
-        self, in_dim: int, cfg: DomainConfig, n_batches: int = 0, out_dim: int | None = None
+        self,
+        in_dim: int,
+        cfg: DomainConfig,
+        n_batches: int = 0,
+        out_dim: int | None = None,
+        n_members: int = 1,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.n_batches = n_batches
-        self.lin1 = nn.Linear(in_dim, cfg.hidden_dim)
-        self.lin2 = nn.Linear(cfg.hidden_dim, cfg.latent_dim)
-        self.dec = nn.Linear(cfg.latent_dim + n_batches, out_dim or in_dim)
-        # bilinear discriminator z^T W s (+ b), written as a matmul: nn.Bilinear's trilinear
-        # kernel is ~10x slower on CPU
-        self.disc_w = nn.Linear(cfg.latent_dim, cfg.latent_dim, bias=False)
-        self.disc_b = nn.Parameter(torch.zeros(1))
+        self.n_members = m = int(n_members)
+        h, z, o = cfg.hidden_dim, cfg.latent_dim, out_dim or in_dim
+        self.out_dim = o
+
+        def weight(fan_in: int, fan_out: int) -> nn.Parameter:
+            return nn.Parameter(torch.zeros(m, fan_in, fan_out))
+
+        self.w1, self.b1 = weight(in_dim, h), nn.Parameter(torch.zeros(m, h))
+        self.w2, self.b2 = weight(h, z), nn.Parameter(torch.zeros(m, z))
+        self.wd, self.bd = weight(z + n_batches, o), nn.Parameter(torch.zeros(m, o))
+        # bilinear discriminator z^T W s + b, written as a matmul (nn.Bilinear is ~10x slower)
+        self.wc, self.bc = weight(z, z), nn.Parameter(torch.zeros(m))
+
+    def init_member(self, member: int, gen: torch.Generator) -> None:
+        """Uniform(+-1/sqrt(fan_in)) weights from ``gen``, zero biases (deterministic)."""
+        with torch.no_grad():
+            for w in (self.w1, self.w2, self.wd, self.wc):
+                fan_in, fan_out = w.shape[1:]
+                bound = 1.0 / math.sqrt(fan_in)
+                # drawn as (out, in) like nn.Linear's weight, so a given seed means the same model
+                draw = torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=gen)
+                w[member].copy_(draw.T)
+            for b in (self.b1, self.b2, self.bd, self.bc):
+                b[member].zero_()
 
     def disc(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        return (self.disc_w(z) * s).sum(1) + self.disc_b
+        return (torch.einsum("nmz,mzy->nmy", z, self.wc) * s).sum(-1) + self.bc
 
-    def encode(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        h = F.elu(adj @ self.lin1(x))
+    def encode(self, x: torch.Tensor, adj: Any) -> torch.Tensor:
+        """x: n x f (shared by all members) or n x M x f; returns n x M x latent."""
+        h = F.elu(_prop(adj, _lin(x, self.w1, self.b1)))
         if self.cfg.dropout > 0:
             h = F.dropout(h, self.cfg.dropout, self.training)
-        return adj @ self.lin2(h)
+        return _prop(adj, _lin(h, self.w2, self.b2))
 
-    def decode(self, z: torch.Tensor, adj: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        zb = z if b is None else torch.cat([z, b], 1)
-        return adj @ self.dec(zb)
+    def decode(self, z: torch.Tensor, adj: Any, b: torch.Tensor | None) -> torch.Tensor:
+        if b is not None:
+            z = torch.cat([z, b.unsqueeze(1).expand(-1, z.shape[1], -1)], -1)
+        return _prop(adj, _lin(z, self.wd, self.bd))
 
     def forward(
         self,
         x: torch.Tensor,
-        adj: torch.Tensor,
-        mean_adj: torch.Tensor,
+        adj: Any,
+        mean_adj: Any,
         perm: torch.Tensor,
         b: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return (embedding, reconstruction, contrastive loss terms per node)."""
+        """Return (embedding, reconstruction, contrastive loss per node): n x M (x d) each.
+
+        ``x`` is n x f or n x M x f; ``perm`` is M x n, one shuffle per member (the corruption).
+        """
         z = self.encode(x, adj)
-        z_neg = self.encode(x[perm], adj)
-        s = torch.sigmoid(mean_adj @ z)
-        s_neg = torch.sigmoid(mean_adj @ z_neg)
+        # member m sees rows perm[m] of its input
+        xs = torch.stack([(x if x.dim() == 2 else x[:, i])[p] for i, p in enumerate(perm)], 1)
+        z_neg = self.encode(xs, adj)
+        s = torch.sigmoid(_prop(mean_adj, z))
+        s_neg = torch.sigmoid(_prop(mean_adj, z_neg))
         pos = self.disc(z, s)
         neg = self.disc(z_neg, s)
         pos2 = self.disc(z_neg, s_neg)
@@ -226,14 +283,43 @@ def train_domain_model(
     target
         What the decoder reconstructs (default: ``X`` itself), e.g. scaled HVG expression.
     """
+    rt = runtime or Runtime()
+    Zs, info = train_domain_ensemble(
+        X, graph, cfg, rt, seeds=[rt.seed], batch=batch, coords=coords, target=target
+    )
+    info["reconstruction"] = info["reconstruction"][0]
+    return Zs[0], info
+
+
+def train_domain_ensemble(
+    X: np.ndarray,
+    graph: sp.spmatrix,
+    cfg: DomainConfig | None = None,
+    runtime: Runtime | None = None,
+    *,
+    seeds: list[int],
+    batch: np.ndarray | None = None,
+    coords: np.ndarray | None = None,
+    target: np.ndarray | None = None,
+) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """Train ``len(seeds)`` independent models in one pass (see :class:`DomainGNN`).
+
+    Member ``m`` is initialised and shuffled from ``seeds[m]`` alone, so it is the model that
+    :func:`train_domain_model` trains with that seed, up to floating-point summation order.
+    ``runtime`` gives the device, progress and cancel (its seed seeds global state only).
+    Returns one embedding per member and an info dict (loss history summed over members).
+    """
     cfg = cfg or DomainConfig()
     rt = runtime or Runtime()
+    if not seeds:
+        raise ValueError("seeds must name at least one model")
     with cpu_threads(int(np.shape(X)[0]), rt.device):
-        return _train(X, graph, cfg, rt, batch, coords, target)
+        return _train(X, graph, cfg, rt, [int(s) for s in seeds], batch, coords, target)
 
 
-def _train(X, graph, cfg, rt, batch, coords, target):
-    gen = rt.start()
+def _train(X, graph, cfg, rt, seeds, batch, coords, target):
+    rt.start()
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
     dev = rt.device
     X = np.ascontiguousarray(X, dtype=np.float32)
     n = X.shape[0]
@@ -250,15 +336,11 @@ def _train(X, graph, cfg, rt, batch, coords, target):
         else:
             n_b = 0
     T = None if target is None else np.ascontiguousarray(target, dtype=np.float32)
-    model = DomainGNN(X.shape[1], cfg, n_b, out_dim=None if T is None else T.shape[1])
-    # deterministic init from our own generator (not global RNG state)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                bound = 1.0 / math.sqrt(p.shape[1])
-                p.copy_(torch.empty_like(p).uniform_(-bound, bound, generator=gen))
-            else:
-                p.zero_()
+    model = DomainGNN(
+        X.shape[1], cfg, n_b, out_dim=None if T is None else T.shape[1], n_members=len(seeds)
+    )
+    for m, g in enumerate(gens):  # deterministic init from each member's own generator
+        model.init_member(m, g)
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -276,23 +358,27 @@ def _train(X, graph, cfg, rt, batch, coords, target):
     model.train()
     for epoch in range(cfg.epochs):
         rt.check()
-        order = torch.randperm(len(parts), generator=gen).tolist() if len(parts) > 1 else [0]
+        # tile order: one order for all members, from the first member's generator
+        order = torch.randperm(len(parts), generator=gens[0]).tolist() if len(parts) > 1 else [0]
         ep_loss = 0.0
         for pi in order:
             if len(parts) > 1:
                 rt.check()
             part = parts[pi]
-            perm = torch.randperm(part.n, generator=gen).to(dev)
+            perm = torch.stack([torch.randperm(part.n, generator=g) for g in gens]).to(dev)
             x_in = part.x
             if cfg.mask_rate > 0:
                 # masked-feature denoising: masked spots must be rebuilt from their neighbours
-                keep = (torch.rand(part.n, 1, generator=gen) >= cfg.mask_rate).to(dev)
-                x_in = part.x * keep
+                keep = torch.stack(
+                    [(torch.rand(part.n, 1, generator=g) >= cfg.mask_rate) for g in gens], 1
+                ).to(dev)  # n x M x 1
+                x_in = part.x.unsqueeze(1) * keep
             _, xr, con = model(x_in, part.adj, part.mean_adj, perm, part.b)
-            rec = ((xr - part.t) ** 2).mean(1)
+            rec = ((xr - part.t.unsqueeze(1)) ** 2).mean(-1)  # n x M
             if part.core is not None:
                 rec, con = rec[part.core], con[part.core]
-            loss = cfg.w_rec * rec.mean() + cfg.w_con * con.mean()
+            # members are independent: the gradient of the sum is each member's own
+            loss = (cfg.w_rec * rec.mean(0) + cfg.w_con * con.mean(0)).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -301,23 +387,25 @@ def _train(X, graph, cfg, rt, batch, coords, target):
         if epoch % 10 == 0 or epoch == cfg.epochs - 1:
             rt.report(epoch + 1, total, f"training epoch {epoch + 1}/{total}, loss {ep_loss:.4f}")
     model.eval()
-    Z = np.empty((n, cfg.latent_dim), dtype=np.float32)
-    R = np.empty((n, model.dec.out_features), dtype=np.float32)
+    M = len(seeds)
+    Z = np.empty((M, n, cfg.latent_dim), dtype=np.float32)
+    R = np.empty((M, n, model.out_dim), dtype=np.float32)
     with torch.no_grad():
         for part in parts:
             zt = model.encode(part.x, part.adj)
-            z = zt.cpu().numpy()
-            r = model.decode(zt, part.adj, part.b).cpu().numpy()
+            z = zt.transpose(0, 1).cpu().numpy()  # M x n x latent
+            r = model.decode(zt, part.adj, part.b).transpose(0, 1).cpu().numpy()
             if part.idx is None:
                 Z[:], R[:] = z, r
             else:
                 core = part.core.cpu().numpy()
-                Z[part.idx[core]] = z[core]
-                R[part.idx[core]] = r[core]
+                Z[:, part.idx[core]] = z[:, core]
+                R[:, part.idx[core]] = r[:, core]
     info = {
         "loss_history": history,
         "n_parts": len(parts),
+        "n_members": M,
         "device": str(dev),
         "reconstruction": R,
     }
-    return Z, info
+    return list(Z), info

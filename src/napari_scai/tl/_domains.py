@@ -54,9 +54,11 @@ def _check_counts(adata: Any, layer: str | None, where: str) -> None:
 
     X = adata.layers[layer] if layer else adata.X
     if X is None:
-        raise ValueError(f"{where} has no expression matrix (X is None). Fix: pass layer=<counts layer>")
+        raise ValueError(
+            f"{where} has no expression matrix (X is None). Fix: pass layer=<counts layer>"
+        )
     vals = X.data if sp.issparse(X) else np.asarray(X).ravel()
-    sample = np.asarray(vals[: 200_000], dtype=np.float64)
+    sample = np.asarray(vals[:200_000], dtype=np.float64)
     src = f"layers[{layer!r}]" if layer else "X"
     if sample.size and (not np.all(np.isfinite(sample)) or sample.min() < 0):
         raise ValueError(
@@ -196,7 +198,7 @@ def spatial_domains(
         select_n_components,
         select_n_components_stability,
     )
-    from napari_scai.models.domains import DomainConfig, train_domain_model
+    from napari_scai.models.domains import DomainConfig, train_domain_ensemble
     from napari_scai.preprocess import rna_features
 
     t0 = time.perf_counter()
@@ -243,7 +245,7 @@ def spatial_domains(
                     "Visium hex graph"
                 )
     rt = Runtime(device=device, seed=seed, progress=progress, cancel=cancel)
-    rt.report(0, 4, "preprocessing")
+    rt.report(0, 100, "preprocessing")
 
     # ---- features (on copies; the user's X is not touched)
     if len(adatas) == 1:
@@ -289,7 +291,7 @@ def spatial_domains(
     rt.check()
 
     # ---- graph (block diagonal over samples)
-    rt.report(1, 4, "building spatial graph")
+    rt.report(10, 100, "building spatial graph")
     gk = dict(graph_kwargs or {})
     A = block_diagonal([_graph_for(a, graph, gk) for a in adatas])
     coords = None
@@ -310,24 +312,29 @@ def spatial_domains(
     t_train = time.perf_counter()
 
     def _progress(step: int, total: int, msg: str) -> None:
-        rt.report(1 + step / max(total, 1) * 2, 4, msg)  # scaled into step 1..3 of 4
+        rt.report(15 + (75 * step) // max(total, 1), 100, msg)  # training: 15..90 of 100
 
     n_models = max(int(n_models), 1)
-    Zs, infos = [], []
-    for m in range(n_models):
+    train_rt = Runtime(
+        device=rt.device, seed=seed * 1000, progress=_progress if progress else None, cancel=cancel
+    )
+    seeds = [seed * 1000 + m for m in range(n_models)]
+    # On a GPU all members train in one pass (kernel launches, not flops, bound these small
+    # graphs); on a CPU one after the other, which measured 10-25% faster there.
+    groups = [seeds] if rt.device.type == "cuda" else [[s] for s in seeds]
+    Zs, losses = [], []
+    for g, members in enumerate(groups):
 
-        def _progress_m(s: int, t: int, msg: str, m: int = m) -> None:
-            _progress(m * t + s, n_models * t, f"model {m + 1}/{n_models}: {msg}")
+        def _progress_g(s: int, t: int, msg: str, g: int = g) -> None:
+            _progress(g * t + s, len(groups) * t, msg)
 
-        train_rt = Runtime(
-            device=rt.device,
-            seed=seed * 1000 + m,
-            progress=_progress_m if progress else None,
-            cancel=cancel,
+        train_rt.progress = _progress_g if progress else None
+        Zg, info = train_domain_ensemble(
+            feats, A, cfg, train_rt, seeds=members, batch=batch, coords=coords
         )
-        Zm, info = train_domain_model(feats, A, cfg, train_rt, batch=batch, coords=coords)
-        Zs.append(Zm / max(float(Zm.std()), 1e-12))
-        infos.append(info)
+        Zs += Zg
+        losses.append(float(info["loss_history"][-1]) if info["loss_history"] else float("nan"))
+    Zs = [Zm / max(float(Zm.std()), 1e-12) for Zm in Zs]
     if n_models == 1:
         Z = Zs[0]
     else:
@@ -338,7 +345,7 @@ def spatial_domains(
     t_train = time.perf_counter() - t_train
 
     # ---- clustering
-    rt.report(3, 4, "clustering")
+    rt.report(90, 100, "clustering")
     if smooth_rounds > 0:
         from napari_scai.graph import normalize_adjacency
 
@@ -391,9 +398,7 @@ def spatial_domains(
             "train_seconds": round(t_train, 3),
             "total_seconds": round(time.perf_counter() - t0, 3),
             "n_models": n_models,
-            "final_loss": [
-                float(i["loss_history"][-1]) if i["loss_history"] else float("nan") for i in infos
-            ],
+            "final_loss": losses,
         }
     )
     rt.check()  # nothing is written when cancelled
@@ -404,5 +409,5 @@ def spatial_domains(
         a.obsm[f"X_{key_added}"] = Z[sel]
         a.uns[f"{key_added}_colors"] = list(colors)
         a.uns[f"{key_added}_params"] = dict(params, sample_index=i)
-    rt.report(4, 4, "done")
+    rt.report(100, 100, "done")
     return adatas if joint else adatas[0]
