@@ -39,6 +39,19 @@ def test_run_writes_store(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_run_rejects_unknown_compare_column_before_the_model(tmp_path, capsys):
+    out = tmp_path / "res.zarr"
+    args = ["run", "--sample", "dlpfc_151673", "--domains", "7", "--compare", "layers"]
+    assert main([*args, "--out", str(out)]) == 2
+    cap = capsys.readouterr()
+    assert "--compare 'layers' is not a column of table 'rna'" in cap.err
+    assert "layer_manual" in cap.err  # the columns it does have
+    assert "spatial domains (" not in cap.out  # failed before training, not after
+    assert not out.exists()
+    assert main(["run", "--sample", "dlpfc_151673", "--table", "protein"]) == 2
+    assert "tables: ['rna']" in capsys.readouterr().err
+
+
 def test_bad_path_is_one_clear_line():
     proc = subprocess.run(
         [sys.executable, "-m", "napari_scai.cli", "info", "/no/such/folder"],

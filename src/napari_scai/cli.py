@@ -62,11 +62,38 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _run_args_problem(args, sdata) -> str | None:
+    """What makes this ``run`` fail at its end (existing --out, unknown columns), or None."""
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        return f"{args.out} exists. Fix: pass --overwrite, or choose another --out"
+    if args.table not in sdata.tables:
+        return (
+            f"table {args.table!r} not found; tables: {list(sdata.tables.keys())}. "
+            "Fix: pass --table NAME"
+        )
+    obs = sdata.tables[args.table].obs
+    needed = [("--compare", args.compare)]
+    if args.compare and args.domains is None:
+        needed.append(("--compare-pred", args.compare_pred))
+    for flag, key in needed:
+        if key and key not in obs.columns:
+            return (
+                f"{flag} {key!r} is not a column of table {args.table!r} "
+                f"(columns: {list(obs.columns)}). Fix: name one of those; reference labels "
+                "from a CSV can be imported in the Annotate dock or added to obs first"
+            )
+    return None
+
+
 def cmd_run(args) -> int:
     from napari_scai import io
 
     sdata = _load(args.path, args.sample)
     print(qc_summary(sdata))
+    problem = _run_args_problem(args, sdata)
+    if problem:  # found before the model runs, not after
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.domains is not None:
         from napari_scai.tl import spatial_domains
 
@@ -86,12 +113,6 @@ def cmd_run(args) -> int:
         print(report)
     if args.out:
         out = Path(args.out)
-        if out.exists() and not args.overwrite:
-            print(
-                f"error: {out} exists. Fix: pass --overwrite, or choose another --out",
-                file=sys.stderr,
-            )
-            return 2
         io.write(sdata, out, overwrite=args.overwrite)
         print(f"wrote {out}")
     return 0
