@@ -77,3 +77,19 @@ def test_refine_fixes_isolated_label_only():
     assert np.array_equal(refine_labels(lab, A), lab)
     # isolated nodes keep their label
     assert refine_labels(np.array([2, 0]), sp.csr_matrix((2, 2))).tolist() == [2, 0]
+
+
+def test_restarts_on_a_subsample_reach_the_full_data_fit():
+    """Large data: restarts on a subsample, then EM on all points, land on the full-data fit."""
+    X, y = make_blobs(n_samples=30_000, n_features=6, centers=6, cluster_std=1.5, random_state=1)
+    full = GaussianMixture(6, n_init=3, seed=0, device="cpu", init_sample=None).fit(X)
+    sub = GaussianMixture(6, n_init=3, seed=0, device="cpu", init_sample=3_000).fit(X)
+    assert adjusted_rand_score(full.predict(X), sub.predict(X)) > 0.999
+    assert sub.score(X) == pytest.approx(full.score(X), abs=1e-4)
+    again = GaussianMixture(6, n_init=3, seed=0, device="cpu", init_sample=3_000).fit(X)
+    assert np.array_equal(again.predict_proba(X), sub.predict_proba(X))  # deterministic
+    # below the threshold nothing changes: same restarts, same result as without subsampling
+    small = X[:2_000]
+    a = GaussianMixture(6, n_init=3, seed=0, device="cpu", init_sample=3_000).fit(small)
+    b = GaussianMixture(6, n_init=3, seed=0, device="cpu", init_sample=None).fit(small)
+    assert np.array_equal(a.predict_proba(small), b.predict_proba(small))
