@@ -157,19 +157,32 @@ def bench_joint(seeds, device):
             flush=True,
         )
     return [
-        dict(
-            dataset=f"{name} (joint)",
-            method="GNN joint 151673+151674",
-            n=sections[name].n_obs,
-            aris=aris,
-            mean=float(np.mean(aris)),
-            sd=float(np.std(aris, ddof=1)) if len(aris) > 1 else 0.0,
-            time=float(np.mean(times)),
-            peak=float(np.max(peaks)),
-            gpu=None if gpeaks[0] is None else float(np.max(gpeaks)),
+        _row(
+            f"{name} (joint)",
+            "GNN joint 151673+151674",
+            sections[name].n_obs,
+            aris,
+            times,
+            peaks,
+            gpeaks,
         )
         for name, aris in per.items()
     ]
+
+
+def _row(dataset, method, n, aris, times, peaks, gpeaks) -> dict:
+    """One table row: ARI mean/SD over seeds, mean wall time, peak host and GPU memory."""
+    return dict(
+        dataset=dataset,
+        method=method,
+        n=n,
+        aris=aris,
+        mean=float(np.mean(aris)),
+        sd=float(np.std(aris, ddof=1)) if len(aris) > 1 else 0.0,
+        time=float(np.mean(times)),
+        peak=float(np.max(peaks)),
+        gpu=None if gpeaks[0] is None else float(np.max(gpeaks)),
+    )
 
 
 def bench_dataset(name, adata, truth_key, seeds, device, methods):
@@ -190,19 +203,7 @@ def bench_dataset(name, adata, truth_key, seeds, device, methods):
                 f"  {name:9s} {mname:36s} seed {seed}: ARI {aris[-1]:.3f}  {times[-1]:.1f} s",
                 flush=True,
             )
-        rows.append(
-            dict(
-                dataset=name,
-                method=mname,
-                n=adata.n_obs,
-                aris=aris,
-                mean=float(np.mean(aris)),
-                sd=float(np.std(aris, ddof=1)) if len(aris) > 1 else 0.0,
-                time=float(np.mean(times)),
-                peak=float(np.max(peaks)),
-                gpu=None if gpeaks[0] is None else float(np.max(gpeaks)),
-            )
-        )
+        rows.append(_row(name, mname, adata.n_obs, aris, times, peaks, gpeaks))
     return rows
 
 

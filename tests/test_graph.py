@@ -75,8 +75,8 @@ def test_visium_duplicate_positions_rejected():
 
 
 def _squidpy_connectivities(xy, **kw):
-    sq = pytest.importorskip("squidpy")
     import anndata as ad
+    import squidpy as sq
 
     a = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(xy))]), obsm={"spatial": xy})
     sq.gr.spatial_neighbors(a, coord_type="generic", **kw)
@@ -117,7 +117,8 @@ def test_block_diagonal_and_torch_csr():
     b = build_knn_graph(np.random.default_rng(4).random((20, 2)), 4)
     B = block_diagonal([a, b])
     assert B.shape == (50, 50) and B[:30, 30:].nnz == 0 and B.nnz == a.nnz + b.nnz
-    torch = pytest.importorskip("torch")
+    import torch
+
     N = normalize_adjacency(B)
     x = np.random.default_rng(5).random((50, 3)).astype(np.float32)
     y = torch.sparse.mm(to_torch_csr(N), torch.from_numpy(x)).numpy()

@@ -17,10 +17,10 @@ python3 -c "import torch, napari_scai; print('torch', torch.__version__, 'cuda',
 rc=0
 if [[ $what == *" all "* || $what == *" test "* ]]; then
   # the model, graph and clustering tests, the CUDA (-m gpu) ones included. Not the GUI tests
-  # (no Qt there) nor the bundled-sample test (needs spatialdata; the benchmark below scores
+  # (no Qt there), the squidpy comparison, nor the bundled-sample test (needs spatialdata; the benchmark below scores
   # DLPFC on the device instead).
   python3 -m pytest -q -p no:cacheprovider tests/test_domains.py tests/test_graph.py \
-    tests/test_cluster.py -k "not dlpfc_151673_accuracy" 2>&1 | tee "$out/pytest.txt"
+    tests/test_cluster.py -k "not dlpfc_151673_accuracy and not squidpy" 2>&1 | tee "$out/pytest.txt"
   rc=$((rc | ${PIPESTATUS[0]}))
 fi
 if [[ $what == *" all "* || $what == *" dlpfc "* ]]; then
