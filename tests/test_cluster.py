@@ -40,6 +40,19 @@ def test_gmm_deterministic_and_seed_dependent_init(blobs):
     b = GaussianMixture(5, seed=3, device="cpu").fit(X)
     assert np.array_equal(a.predict_proba(X), b.predict_proba(X))
 
+    # The initialisation itself: one restart, one EM step, on structureless data where
+    # k-means++ + Lloyd has many local optima, so the start shows through.
+    U = np.random.default_rng(0).random((1500, 2))
+
+    def start(seed: int) -> np.ndarray:
+        m = GaussianMixture(5, seed=seed, n_init=1, max_iter=1, device="cpu").fit(U).means_
+        return m[np.lexsort(m.T[::-1])]  # component order does not matter
+
+    inits = {s: start(s) for s in (3, 4, 5)}
+    assert np.array_equal(start(3), inits[3])  # same seed, same start
+    diffs = [np.abs(inits[3] - inits[s]).max() for s in (4, 5)]
+    assert min(diffs) > 1e-3, diffs  # other seeds start elsewhere
+
 
 def test_bic_selects_true_k(blobs):
     X, _ = blobs
