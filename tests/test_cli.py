@@ -80,3 +80,157 @@ def test_view_opens_sample_with_docks(qtbot):
             assert name in docks, docks
     finally:
         viewer.close()
+
+
+# --- issue 13: clean errors, our warnings shown, tables other than rna, --version, --help ---
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_cli_compare_prints_ari_of_a_real_prediction(tmp_path, capsys):
+    """ARI/NMI of a prediction that differs from the reference, checked against scikit-learn."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from napari_scai.datasets import dlpfc_151673
+
+    sdata = dlpfc_151673()
+    obs = sdata.tables["rna"].obs
+    ref = obs["layer_manual"].astype(object)
+    pred = ref.copy()
+    rng = np.random.default_rng(0)
+    flip = rng.random(len(pred)) < 0.3  # 30% of the spots get another layer
+    pred[flip] = rng.choice(sorted(ref.dropna().unique()), int(flip.sum()))
+    pred[ref.isna()] = "L1"
+    obs["pred"] = pd.Categorical(pred)
+    store = io.write(sdata, tmp_path / "pred.zarr")
+
+    assert main(["run", str(store), "--compare", "layer_manual", "--compare-pred", "pred"]) == 0
+    out = capsys.readouterr().out
+    keep = ref.notna().to_numpy()
+    ari = adjusted_rand_score(ref[keep].astype(str), pred[keep].astype(str))
+    nmi = normalized_mutual_info_score(ref[keep].astype(str), pred[keep].astype(str))
+    assert 0.2 < ari < 0.9  # a real, imperfect prediction
+    assert f"ARI: {ari:.4f}" in out and f"NMI: {nmi:.4f}" in out, out
+
+
+def test_expected_errors_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    import anndata as ad
+    import numpy as np
+
+    from napari_scai import cli
+
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("a.h5ad", "b.h5ad"):
+        ad.AnnData(np.ones((2, 2), dtype=np.float32)).write_h5ad(folder / name)
+    assert main(["info", str(folder)]) == 2  # ReadError
+    line = _one_error_line(capsys.readouterr().err)
+    assert "2 .h5ad files (a.h5ad, b.h5ad)" in line
+    assert main(["info"]) == 2  # ValueError from our own argument check
+    assert "give a PATH or --sample" in _one_error_line(capsys.readouterr().err)
+
+    def raise_key(args):  # a KeyError from a check deep in tl, with a multi-line message
+        raise KeyError("'foo' is not a column of obs\n(columns: a, b). Fix: name one of those")
+
+    monkeypatch.setattr(cli, "cmd_info", raise_key)
+    parser = cli.build_parser
+    monkeypatch.setattr(
+        cli,
+        "build_parser",
+        lambda: _with_func(parser(), "info", raise_key),
+    )
+    assert main(["info", "x"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line == "error: 'foo' is not a column of obs (columns: a, b). Fix: name one of those"
+
+
+def _with_func(parser, command, func):
+    sub = next(a for a in parser._actions if a.dest == "command")
+    sub.choices[command].set_defaults(func=func)
+    return parser
+
+
+def test_cli_shows_our_warnings_and_hides_library_noise(capsys):
+    import warnings
+
+    import anndata as ad
+    import numpy as np
+
+    from napari_scai.cli import cli_warnings
+    from napari_scai.tl._domains import _check_counts
+
+    with cli_warnings():
+        _check_counts(ad.AnnData(np.full((3, 2), 0.5, dtype=np.float32)), None, "table 'rna'")
+        # the same kind of warning, raised from a third-party module's code
+        exec(
+            compile(
+                "import warnings\nwarnings.warn('library noise', UserWarning)",
+                "/site-packages/lib/mod.py",
+                "exec",
+            )
+        )
+        warnings.warn("deprecated thing", FutureWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert "warning: table 'rna'.X does not look like raw counts" in err
+    assert "library noise" not in err and "deprecated" not in err
+
+
+def test_info_shows_renamed_column_note(tmp_path, capsys):
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    f = tmp_path / "other_benchmark.h5ad"
+    obs = pd.DataFrame({"Region": ["a", "b", "c"]}, index=["c0", "c1", "c2"])
+    a = ad.AnnData(np.ones((3, 2), dtype=np.float32), obs=obs)
+    a.obsm["spatial"] = np.arange(6.0).reshape(3, 2)
+    a.write_h5ad(f)
+    assert main(["info", str(f)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: table 'rna': kept obs['Region'] -> obs['Region_original']" in err
+
+
+def test_run_out_on_protein_only_file_needs_no_table_flag(tmp_path, capsys):
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    f = tmp_path / "adt.h5ad"
+    a = ad.AnnData(
+        np.random.default_rng(0).poisson(5, (40, 4)).astype(np.float32),
+        var=pd.DataFrame(index=["CD3", "CD4", "CD8a", "CD19"]),
+    )
+    a.obsm["spatial"] = np.random.default_rng(1).uniform(0, 100, (40, 2))
+    a.write_h5ad(f)
+    out = tmp_path / "adt.zarr"
+    assert main(["run", str(f), "--out", str(out)]) == 0, capsys.readouterr().err
+    assert list(io.read(out).tables) == ["protein"]
+    # asking for an analysis still names the table problem, before anything is written
+    assert main(["run", str(f), "--domains", "3", "--out", str(tmp_path / "b.zarr")]) == 2
+    assert "table 'rna' not found; tables: ['protein']" in _one_error_line(capsys.readouterr().err)
+
+
+def test_version_and_help_text(capsys):
+    import pytest
+
+    from napari_scai import __version__
+    from napari_scai.cli import build_parser
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"napari-scai {__version__}"
+    parser = build_parser()
+    texts = [parser.format_help()]
+    sub = next(a for a in parser._actions if a.dest == "command")
+    texts += [p.format_help() for p in sub.choices.values()]
+    for text in texts:
+        assert "``" not in text and ":func:" not in text, text
+    assert "napari-scai view" in texts[0]

@@ -100,3 +100,55 @@ def test_overlay_widget_docks(make_napari_viewer):
     dock, widget = viewer.window.add_plugin_dock_widget("napari-scai", "Tissue overlay")
     assert widget.layer_combo.currentText() == "dlpfc_151673_spots"
     assert widget.key_combo.findText("MOBP") >= 0  # genes offered by symbol
+
+
+# --- issue 13: a polite reader ---------------------------------------------------------------
+
+
+def test_png_goes_to_napari_without_a_question(tmp_path):
+    """npe2 offers a PNG, TIFF or CSV only to napari's own reader, so napari never asks."""
+    from napari.components import ViewerModel
+    from napari.plugins import _initialize_plugins, _npe2
+    from PIL import Image
+
+    _initialize_plugins()  # what napari does at start-up: discover installed manifests
+
+    png = tmp_path / "photo.png"
+    Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8)).save(png)
+    for name in ("photo.png", "stack.tif", "table.csv"):
+        readers = _npe2.get_readers(str(tmp_path / name))
+        assert "napari-scai" not in readers and "napari" in readers, (name, readers)
+    # what we do read is still offered to us (so the manifest in use is ours)
+    assert "napari-scai" in _npe2.get_readers(str(tmp_path / "cells.h5ad"))
+    # and napari opens the PNG with no MultipleReaderError (the question)
+    layers = ViewerModel().open(str(png))
+    assert [ly._type_string for ly in layers] == ["image"]
+
+
+def test_reader_declines_what_it_does_not_read(tmp_path):
+    """Folders and .h5/.zarr that are not ours are declined (and quickly)."""
+    import time
+
+    import h5py
+
+    from napari_scai import io
+    from napari_scai._napari import get_reader
+    from tests._crash_worker import make
+
+    tiffs = tmp_path / "tiff_folder"
+    tiffs.mkdir()
+    (tiffs / "a.tif").write_bytes(b"II*\x00")
+    other_h5 = tmp_path / "ilastik.h5"
+    with h5py.File(other_h5, "w") as f:
+        f["exported_data"] = np.zeros((4, 4))
+    ome = tmp_path / "image.zarr"  # a zarr group that is not a SpatialData
+    ome.mkdir()
+    (ome / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+    start = time.perf_counter()
+    for path in (tiffs, other_h5, ome, tmp_path / "notes.txt", [str(tiffs), str(ome)]):
+        assert get_reader(path if isinstance(path, list) else str(path)) is None, path
+    assert time.perf_counter() - start < 0.5
+    store = io.write(make("a"), tmp_path / "ours.zarr")
+    assert get_reader(str(store)) is not None
+    assert get_reader(str(shared_path("visium", "dlpfc_151673"))) is not None
+    assert get_reader(str(shared_path("citeseq", "eccite_pbmc_control_citefuse_500cells.h5ad")))

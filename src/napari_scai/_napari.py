@@ -30,13 +30,47 @@ def read_layers(path: str | Path) -> list:
     return sdata_layers(sdata, color_by=_default_color(sdata))
 
 
+def _is_10x_h5(path: Path) -> bool:
+    """A 10x feature-barcode HDF5 (v3 ``matrix/`` group or v2 per-genome groups)?"""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "matrix" in f:
+                return True
+            return any(isinstance(g, h5py.Group) and "barcodes" in g for g in f.values())
+    except OSError:
+        return False
+
+
+def _is_spatialdata_zarr(path: Path) -> bool:
+    """A SpatialData store: zarr root metadata and at least one element group."""
+    return any(
+        (path / kind).is_dir() for kind in ("images", "labels", "points", "shapes", "tables")
+    )
+
+
+def _claims(path: Path) -> bool:
+    """Whether we read ``path``; answers from names and a few ``stat`` calls (one HDF5 peek)."""
+    fmt = detect_format(path)
+    if fmt == "zarr":
+        return _is_spatialdata_zarr(path)
+    if fmt == "10x_h5":
+        return _is_10x_h5(path)
+    return fmt is not None
+
+
 def get_reader(path: str | list[str]):
-    """npe2 reader hook: claim Visium folders, SpatialData stores, ``.h5ad`` and 10x ``.h5``."""
+    """npe2 reader hook: claim Visium folders, SpatialData stores, ``.h5ad`` and 10x ``.h5``.
+
+    Anything else (an image, a CSV, a folder of TIFFs, a plain OME-Zarr image, a non-10x HDF5)
+    is declined at once, so napari's own reader or another plugin takes it.
+    """
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
-    if detect_format(path) is None:
+    if not isinstance(path, str | Path) or not _claims(Path(path)):
         return None
 
     def reader(p):

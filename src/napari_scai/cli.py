@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ def _load(path: str | None, sample: str | None):
     if sample:
         return load_sample(sample)
     if path is None:
-        raise SystemExit("error: give a PATH or --sample NAME")
+        raise ValueError("give a PATH or --sample NAME")
     return io.read(path)
 
 
@@ -66,6 +68,10 @@ def _run_args_problem(args, sdata) -> str | None:
     """What makes this ``run`` fail at its end (existing --out, unknown columns), or None."""
     if args.out and Path(args.out).exists() and not args.overwrite:
         return f"{args.out} exists. Fix: pass --overwrite, or choose another --out"
+    if args.table is None:
+        if args.domains is None and not args.compare:
+            return None  # nothing is analysed: any table (protein-only, ATAC-only) is fine
+        args.table = "rna"
     if args.table not in sdata.tables:
         return (
             f"table {args.table!r} not found; tables: {list(sdata.tables.keys())}. "
@@ -176,7 +182,14 @@ def cmd_view(args) -> int:  # pragma: no cover - blocks in the Qt event loop
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="napari-scai", description=__doc__)
+    from napari_scai import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="napari-scai",
+        description="Command line: 'napari-scai view' (GUI), 'napari-scai info' and "
+        "'napari-scai run' (headless).",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-scai {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     view = sub.add_parser(
@@ -199,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sample", choices=["dlpfc_151673"])
     run.add_argument("--out", help="SpatialData .zarr to write with the results")
     run.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    run.add_argument("--table", default="rna", help="table to analyse (default: rna)")
+    run.add_argument("--table", help="table to analyse (default: rna)")
     run.add_argument("--domains", type=int, metavar="K", help="find K spatial domains (GNN)")
     run.add_argument("--compare", metavar="KEY", help="compare the predicted domains with obs[KEY]")
     run.add_argument(
@@ -213,22 +226,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    import warnings
+def _is_ours(frame) -> bool:
+    """Whether the code that called ``warnings.warn`` lives in this package."""
+    package = str(Path(__file__).resolve().parent)
+    while frame is not None and Path(frame.f_code.co_filename).name == "warnings.py":
+        frame = frame.f_back
+    return frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package)
 
+
+@contextlib.contextmanager
+def cli_warnings():
+    """Show napari-scai's own warnings as one ``warning:`` line each; hide library noise.
+
+    Library deprecation chatter and third-party ``UserWarning``s are not for the command line
+    user; ours (e.g. "does not look like raw counts", a renamed obs column) are.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("default", UserWarning)
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            if issubclass(category, UserWarning) and _is_ours(sys._getframe(1)):
+                print(f"warning: {message}", file=sys.stderr)
+
+        warnings.showwarning = show
+        yield
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; expected errors print one ``error:`` line and return 2."""
     from napari_scai.io import ReadError
 
-    # Library deprecation chatter is not for the command line user.
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=UserWarning)
-
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ReadError, FileExistsError, KeyError) as err:
-        print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
-        return 2
+    with cli_warnings():
+        try:
+            return int(args.func(args) or 0)
+        except (ReadError, FileExistsError, FileNotFoundError, ValueError, KeyError) as err:
+            text = err.args[0] if isinstance(err, KeyError) and err.args else err
+            print(f"error: {' '.join(str(text).split())}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 ``read_zarr``          SpatialData ``.zarr`` store
 ``write``              new store, atomic
 ``update``             add/replace tables and shapes in a store, atomic
+``recover``            finish or undo a write/update a crash interrupted (automatic)
 =====================  =================================================================
 """
 
@@ -15,23 +16,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from napari_scai.io._common import COORDINATE_SYSTEM, INSTANCE_KEY, REGION_KEY, ReadError
+from napari_scai.io._common import (
+    COORDINATE_SYSTEM,
+    INSTANCE_KEY,
+    REGION_KEY,
+    ReadError,
+    ScaiWarning,
+)
 from napari_scai.io.h5ad import read_h5ad
 from napari_scai.io.tenx import read_10x_h5
 from napari_scai.io.visium import is_visium_folder, read_visium
-from napari_scai.io.zarr import is_spatialdata_store, read_zarr, update, write
+from napari_scai.io.zarr import is_spatialdata_store, read_zarr, recover, update, write
 
 __all__ = [
     "COORDINATE_SYSTEM",
     "INSTANCE_KEY",
     "REGION_KEY",
     "ReadError",
+    "ScaiWarning",
     "detect_format",
     "read",
     "read_10x_h5",
     "read_h5ad",
     "read_visium",
     "read_zarr",
+    "recover",
     "update",
     "write",
 ]
@@ -70,6 +79,17 @@ def read(path: str | Path, **kwargs):
         return read_h5ad(path, **kwargs)
     if fmt == "10x_h5":
         return read_10x_h5(path, **kwargs)
+    if path.is_dir():
+        h5ads = sorted(p.name for p in path.glob("*.h5ad"))
+        if len(h5ads) > 1:
+            raise ReadError(
+                path,
+                f"the folder holds {len(h5ads)} .h5ad files ({', '.join(h5ads)}), so which to open "
+                "is not clear",
+                "pass one of those files",
+            )
+        if len(h5ads) == 1:
+            return read_h5ad(path / h5ads[0], **kwargs)
     raise ReadError(
         path,
         "unknown format",

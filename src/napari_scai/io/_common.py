@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,53 @@ class ReadError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"Cannot read '{self.path}': {problem}. Fix: {fix}")
+
+
+class ScaiWarning(UserWarning):
+    """A note from napari-scai about the data (shown by the command line, unlike library noise)."""
+
+
+def _free_name(name: str, taken: Iterable[str]) -> str:
+    """``name`` itself if no name in ``taken`` equals it ignoring case, else ``name_2``, ..."""
+    lower = {str(t).lower() for t in taken}
+    candidate, i = name, 1
+    while candidate.lower() in lower:
+        i += 1
+        candidate = f"{name}_{i}"
+    return candidate
+
+
+def make_room_for_link_keys(adata: AnnData, table: str) -> list[tuple[str, str]]:
+    """Rename the user's obs/obsm names that clash with the ones a reader adds.
+
+    spatialdata refuses an ``obs`` column that differs from ``region``/``instance_id`` only in
+    case (``Region``, ``INSTANCE_ID``), and an existing ``region``/``instance_id`` column would
+    be overwritten by the link keys. Such user columns are kept under ``<name>_original`` (a
+    :class:`ScaiWarning` says so), so no user data is lost and reading never fails. Returns
+    the (old, new) names.
+    """
+    renamed: list[tuple[str, str]] = []
+    ours = {REGION_KEY, INSTANCE_KEY}
+    clashing = [c for c in adata.obs.columns if str(c).lower() in ours]
+    for col in clashing:
+        others = [c for c in adata.obs.columns if c != col] + [REGION_KEY, INSTANCE_KEY]
+        new = _free_name(f"{col}_original", others)
+        adata.obs.rename(columns={col: new}, inplace=True)
+        renamed.append((f"obs['{col}']", f"obs['{new}']"))
+    for key in [k for k in adata.obsm.keys() if k.lower() == "spatial" and k != "spatial"]:
+        new = _free_name(f"{key}_original", [*adata.obsm.keys(), "spatial"])
+        adata.obsm[new] = adata.obsm.pop(key)
+        renamed.append((f"obsm['{key}']", f"obsm['{new}']"))
+    if renamed:
+        listing = ", ".join(f"{a} -> {b}" for a, b in renamed)
+        warnings.warn(
+            f"table '{table}': kept {listing}, because napari-scai links each table to its "
+            f"shapes with obs['{REGION_KEY}'] / obs['{INSTANCE_KEY}'] (and obsm['spatial']), "
+            "which spatialdata requires to be unique ignoring case",
+            ScaiWarning,
+            stacklevel=3,
+        )
+    return renamed
 
 
 def table_name_for_feature_type(feature_type: str) -> str:
@@ -135,6 +183,8 @@ def build_spatialdata(
     for name, adata in tables.items():
         adata = adata.copy() if adata.is_view else adata
         # spatialdata refuses obs/var/obsm names with spaces etc. (e.g. "altexps_Antibody Capture_sum").
+        if region is not None:
+            make_room_for_link_keys(adata, name)
         sanitize_table(adata, inplace=True)
         if region is not None:
             adata.obs[REGION_KEY] = pd.Categorical([region] * adata.n_obs)

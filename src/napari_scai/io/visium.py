@@ -43,12 +43,22 @@ COUNT_FILES = (
 
 
 def is_visium_folder(path: str | Path) -> bool:
-    """True if ``path`` looks like a Space Ranger output folder."""
+    """True if ``path`` looks like a Space Ranger output folder.
+
+    That is a ``spatial/`` folder holding a positions file, scale factors or a tissue image
+    (the reader then names whatever is missing).
+    """
     path = Path(path)
     spatial = path / "spatial"
-    return (
-        path.is_dir() and spatial.is_dir() and any((spatial / f).exists() for f in POSITION_FILES)
+    if not (path.is_dir() and spatial.is_dir()):
+        return False
+    markers = (
+        *POSITION_FILES,
+        "scalefactors_json.json",
+        "tissue_lowres_image.png",
+        "tissue_hires_image.png",
     )
+    return any((spatial / f).exists() for f in markers)
 
 
 def find_counts_file(path: Path) -> Path:
@@ -175,10 +185,15 @@ def read_visium(
         counts_path = path / counts_path
     adata = read_10x_counts(counts_path)
 
-    pos_path = next(
-        (spatial / f for f in POSITION_FILES if (spatial / f).exists()),
-        spatial / POSITION_FILES[-1],
-    )
+    pos_path = next((spatial / f for f in POSITION_FILES if (spatial / f).exists()), None)
+    if pos_path is None:
+        raise ReadError(
+            spatial,
+            f"the spot positions file is missing: none of {', '.join(POSITION_FILES)} is in spatial/ "
+            f"(it has {sorted(p.name for p in spatial.iterdir())})",
+            "copy spatial/tissue_positions.csv (Space Ranger >= 2.0) or tissue_positions_list.csv "
+            "(1.x) from the same Space Ranger run into spatial/",
+        )
     positions = read_positions(pos_path)
     missing = ~adata.obs_names.isin(positions.index)
     if missing.all():
