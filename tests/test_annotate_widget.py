@@ -325,14 +325,36 @@ def test_screenshot_disagreement_and_boundaries(make_napari_viewer, qtbot, dlpfc
     assert outline_hits(mid).mean() < 0.2
 
 
-def test_widgets_are_contributed(make_napari_viewer, dlpfc_sdata):
+def test_widgets_are_contributed(make_napari_viewer, qtbot, dlpfc_sdata):
+    from qtpy.QtWidgets import QTabBar
+
     viewer = make_napari_viewer()
     add_sdata(viewer, dlpfc_sdata, color_by="layer_manual")
-    _, annotate = viewer.window.add_plugin_dock_widget("napari-scai", "Annotate & compare")
-    _, compare = viewer.window.add_plugin_dock_widget("napari-scai", "Compare with reference")
-    assert isinstance(annotate, AnnotateWidget) and isinstance(compare, CompareWidget)
+    viewer.window.add_plugin_dock_widget("napari-scai", "Tissue overlay", tabify=True)
+    dock, annotate = viewer.window.add_plugin_dock_widget(
+        "napari-scai", "Annotate & compare", tabify=True
+    )
+    assert isinstance(annotate, AnnotateWidget) and isinstance(annotate.compare, CompareWidget)
     assert annotate.layer_combo.currentText() == "dlpfc_151673_spots"
-    assert compare.ref_combo.currentText() == "layer_manual"
+    assert annotate.compare.ref_combo.currentText() == "layer_manual"
+    # Compare shows once: a tab of this dock, no dock of its own
+    from npe2 import PluginManager
+
+    widgets = PluginManager.instance().get_manifest("napari-scai").contributions.widgets
+    assert [w.display_name for w in widgets].count("Annotate & compare") == 1
+    assert not any(
+        "compare" in w.display_name.lower() and "&" not in w.display_name for w in widgets
+    )
+    # the tab of the tabified dock shows "Annotate & compare" (Qt would eat a single "&")
+    qtbot.wait(50)
+    texts = [
+        bar.tabText(i)
+        for bar in viewer.window._qt_window.findChildren(QTabBar)
+        for i in range(bar.count())
+    ]
+    assert any(t.startswith("Annotate && compare") for t in texts), texts
+    assert not any(t.replace("&&", "").count("&") for t in texts), texts  # no eaten "&"
+    assert dock.title.title.text().startswith("Annotate & compare")  # title bar: a plain label
 
 
 def test_cli_compare_prints_ari(capsys):

@@ -184,18 +184,21 @@ def compute_labels(state: AnnotationState, yx: np.ndarray) -> np.ndarray:
     numpy.ndarray
         Object array of length n.
     """
+    yx = np.asarray(yx, dtype=float)
+    return _apply_steps(np.full(len(yx), None, dtype=object), state.steps, yx)
+
+
+def _apply_steps(values: np.ndarray, steps: Sequence[Step], yx: np.ndarray) -> np.ndarray:
+    """``values`` (labels so far) with ``steps`` applied in order; returns a new array."""
     from anndata import AnnData
 
     from napari_scai.tl import annotate_from_shapes
 
-    yx = np.asarray(yx, dtype=float)
     n = len(yx)
-    values = np.full(n, None, dtype=object)
+    values = values.copy()
     xy = yx[:, ::-1]
     scratch = AnnData(obs=pd.DataFrame(index=pd.RangeIndex(n).astype(str)))
-    for is_polygon, group in itertools.groupby(
-        state.steps, key=lambda s: isinstance(s, PolygonStep)
-    ):
+    for is_polygon, group in itertools.groupby(steps, key=lambda s: isinstance(s, PolygonStep)):
         group = list(group)
         if is_polygon:
             present = [v for v in dict.fromkeys(values) if v is not None]
@@ -215,6 +218,56 @@ def compute_labels(state: AnnotationState, yx: np.ndarray) -> np.ndarray:
                 ok = s.points < n
                 values[s.points[ok]] = np.asarray(s.values, dtype=object)[ok]
     return values
+
+
+class LabelCache:
+    """Incremental :func:`compute_labels`: an edit costs the steps it changed, not the history.
+
+    States are immutable and share their unchanged step objects, so the labels of a new state
+    are those after the longest common prefix of steps (compared by identity) with the
+    timeline cached here, plus the remaining steps applied on top. Labels are kept after the
+    last ``recent`` steps computed and at every ``every``-th step, so an undo, a redo or an
+    edit of a recent polygon replays a handful of steps; memory stays
+    ``(len(steps) / every + recent)`` label arrays.
+
+    ``last_replayed`` is the number of steps applied by the last :meth:`labels` call.
+    """
+
+    def __init__(self, yx: np.ndarray, *, every: int = 32, recent: int = 8) -> None:
+        self.yx = np.asarray(yx, dtype=float)
+        self.every = max(int(every), 1)
+        self.recent = max(int(recent), 1)
+        self._steps: tuple[Step, ...] = ()
+        self._marks: dict[int, np.ndarray] = {0: np.full(len(self.yx), None, dtype=object)}
+        self.last_replayed = 0
+
+    def labels(self, state: AnnotationState) -> np.ndarray:
+        """Class per spot for ``state`` (a fresh object array; same as :func:`compute_labels`)."""
+        steps = state.steps
+        common = 0
+        for a, b in zip(self._steps, steps, strict=False):
+            if a is not b:
+                break
+            common += 1
+        marks = {k: v for k, v in self._marks.items() if k <= common}
+        start = max(marks)
+        values = marks[start].copy()
+        todo = steps[start:]
+        self.last_replayed = len(todo)
+        pos = start
+        # apply in chunks that end on checkpoints (a polygon run inside a chunk is one call)
+        while todo:
+            cut = min(len(todo), self.every - pos % self.every)
+            values = _apply_steps(values, todo[:cut], self.yx)
+            pos += cut
+            todo = todo[cut:]
+            if pos % self.every == 0 or len(todo) < self.recent:
+                marks[pos] = values.copy()
+        marks[len(steps)] = values.copy()
+        keep_recent = sorted(k for k in marks if k % self.every)[-self.recent :]
+        self._marks = {k: v for k, v in marks.items() if k % self.every == 0 or k in keep_recent}
+        self._steps = steps
+        return values
 
 
 # ----------------------------------------------------------------------------------- undo
@@ -338,6 +391,120 @@ def state_to_geodataframe(state: AnnotationState, matrix: np.ndarray, author: st
     gdf["author"] = [p.author or author for p in polys]
     gdf["created"] = [p.created or _now() for p in polys]
     return gdf
+
+
+def stage_annotation(
+    sdata,
+    state: AnnotationState,
+    *,
+    table: str,
+    spots_element: str,
+    element: str = ANNOTATION_ELEMENT,
+    matrix: np.ndarray,
+    author: str = "",
+) -> tuple[list[str], list[str]]:
+    """Put the state's polygons into ``sdata.shapes[element]`` for a save through
+    :func:`napari_scai.io.update`; nothing is written to disk here.
+
+    The polygons get the spots element's transformations. Returns ``(elements, removed)``: the
+    element names to (re)write (the table, and ``element`` when there are polygons) and those to
+    delete from the store in the same atomic update (``element`` when no polygon is left).
+    """
+    from spatialdata.models import ShapesModel
+    from spatialdata.transformations import get_transformation
+
+    elements = [table]
+    gdf = state_to_geodataframe(state, matrix, author=author)
+    if gdf is not None:
+        transforms = get_transformation(sdata.shapes[spots_element], get_all=True)
+        sdata.shapes[element] = ShapesModel.parse(gdf, transformations=dict(transforms))
+        elements.append(element)
+        return elements, []
+    if element in sdata.shapes:
+        del sdata.shapes[element]
+    return elements, [element]
+
+
+def snapshot_elements(sdata, elements: Sequence[str], *, whole: bool):
+    """A SpatialData holding copies of ``elements``, for a background write while edits go on.
+
+    ``whole``: the other elements too, by reference (a new store gets everything; only the
+    annotation elements change during the write).
+    """
+    import warnings
+
+    import spatialdata as sd
+
+    kinds = ("images", "labels", "points", "shapes", "tables")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the table's spots element may not be in it
+        return sd.SpatialData(
+            **{
+                kind: {
+                    name: element.copy() if name in elements else element
+                    for name, element in getattr(sdata, kind).items()
+                    if whole or name in elements
+                }
+                for kind in kinds
+            },
+            attrs=dict(sdata.attrs) if whole else None,
+        )
+
+
+def next_color(state: AnnotationState) -> str:
+    """A palette colour no class of ``state`` uses yet."""
+    used = {c.color.lower() for c in state.classes}
+    return next((c for c in palette(len(used) + 21) if c.lower() not in used), "#808080")
+
+
+def state_with_csv(state: AnnotationState, adata, rows: np.ndarray, path) -> AnnotationState:
+    """``state`` plus the per-spot classes of a ``spot_id,class`` CSV as one spot step.
+
+    ``rows[i]`` is the table row of layer point ``i`` (-1: none). Classes the state lacks are
+    added with the CSV's colours. Raises the CSV reader's ValueError/FileNotFoundError.
+    """
+    from anndata import AnnData
+
+    from napari_scai.tl import import_annotation_csv
+
+    scratch = AnnData(obs=pd.DataFrame(index=adata.obs_names))
+    col = import_annotation_csv(scratch, path, "imported")
+    rows = np.asarray(rows)
+    ok = rows >= 0
+    points = np.flatnonzero(ok)
+    values = col.astype(object).to_numpy()[rows[ok]]
+    keep = ~pd.isna(values)
+    for name, color in zip(col.cat.categories, scratch.uns["imported_colors"], strict=True):
+        if str(name) not in state.class_names:
+            state = state.with_class(str(name), str(color))
+    if keep.any():
+        step = SpotStep(points[keep], tuple(str(v) for v in values[keep]))
+        state = AnnotationState(state.classes, (*state.steps, step))
+    return state
+
+
+def state_with_geojson(
+    state: AnnotationState, gdf, matrix: np.ndarray, *, author: str = "", cls: str | None = None
+) -> AnnotationState:
+    """``state`` plus the polygons of a GeoDataFrame (intrinsic ``x, y``; ``class``/``color``
+    columns) converted to world ``(y, x)`` through ``matrix``. Without a ``class`` column every
+    polygon gets ``cls``. Holes survive as keyhole cuts."""
+    if "class" in gdf.columns:
+        classes = gdf["class"].astype(str).tolist()
+    elif cls is not None:
+        classes = [cls] * len(gdf)
+    else:
+        raise ValueError("the polygons have no 'class' column. Fix: pass cls=<class name>")
+    colors = gdf["color"].tolist() if "color" in gdf.columns else [None] * len(gdf)
+    for geom, c, color in zip(gdf.geometry, classes, colors, strict=True):
+        if c not in state.class_names:
+            state = state.with_class(
+                c, color if isinstance(color, str) and color else next_color(state)
+            )
+        state = state.add_polygons(
+            [intrinsic_to_world(r, matrix) for r in _polygon_exterior(geom)], c, author
+        )
+    return state
 
 
 def _keyhole_ring(polygon) -> np.ndarray:

@@ -37,3 +37,50 @@ def refill_combo(combo, names: list[str]) -> bool:
         combo.setCurrentText(current)
     combo.blockSignals(False)
     return True
+
+
+def unwrap_viewer(viewer):
+    """The real viewer behind npe2's public-only proxy (layer identity checks need it)."""
+    return getattr(viewer, "__wrapped__", viewer)
+
+
+def swatch(color: str):
+    """A 14 px square icon of ``color`` (legends, class lists)."""
+    from qtpy.QtGui import QColor, QIcon, QPixmap
+
+    pix = QPixmap(14, 14)
+    pix.fill(QColor(color))
+    return QIcon(pix)
+
+
+def spot_size(layer) -> float:
+    """Median point size of a Points layer (its spot diameter in world units)."""
+    import numpy as np
+
+    return float(
+        np.median(np.broadcast_to(np.asarray(layer.size, dtype=float), (max(len(layer.data), 1),)))
+    )
+
+
+def qt_text(text: str) -> str:
+    """``text`` with ``&`` doubled, so Qt shows it instead of taking it as a mnemonic."""
+    return text.replace("&", "&&")
+
+
+def fix_dock_title(widget) -> None:
+    """Give the dock holding ``widget`` a mnemonic-safe title (``&`` shown, not eaten).
+
+    napari names a plugin dock by its display name; QMainWindow's tab bar of tabified docks
+    reads that title as a mnemonic, so "Annotate & compare" showed as "Annotate _compare".
+    The dock's own title bar (a QLabel, no mnemonics) keeps the plain name.
+    """
+    from qtpy.QtWidgets import QDockWidget
+
+    parent = widget.parent()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parent()
+    if parent is None:
+        return
+    title = parent.windowTitle()
+    if "&" in title and "&&" not in title:
+        parent.setWindowTitle(qt_text(title))

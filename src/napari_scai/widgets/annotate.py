@@ -1,10 +1,8 @@
-"""Annotate & compare docks.
+"""The "Annotate & compare" dock.
 
 :class:`AnnotateWidget` draws annotation polygons and assigns classes to spots (undo/redo,
-atomic save and autosave to the SpatialData store, CSV/GeoJSON import and export). Its
-"Compare" tab is a :class:`CompareWidget`: a prediction against a reference (ARI, NMI,
-per-class scores, confusion matrix, Hungarian matching, renaming), with the disagreeing spots,
-low-confidence spots and the outline of each predicted domain drawn on the tissue.
+save and autosave through :func:`napari_scai.io.update`, CSV/GeoJSON import and export). Its
+"Compare" tab is a :class:`napari_scai.widgets.compare.CompareWidget` (its own module).
 
 The state and the layer helpers live in :mod:`napari_scai.viewer._annotations`; compute is in
 :mod:`napari_scai.tl`. These classes only wire Qt controls to them.
@@ -22,16 +20,14 @@ import numpy as np
 import pandas as pd
 import shapely
 from qtpy.QtCore import Qt, QTimer, Signal
-from qtpy.QtGui import QColor, QIcon, QKeySequence, QPixmap, QShortcut
+from qtpy.QtGui import QColor, QKeySequence, QShortcut
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QColorDialog,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -40,60 +36,48 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QScrollArea,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_scai._colors import MISSING_COLOR, palette
 from napari_scai.tl import points_in_polygons
 from napari_scai.viewer._annotations import (
     ANNOTATION_ELEMENT,
     ANNOTATION_KEY,
-    HIGHLIGHT_COLOR,
-    LOW_CONFIDENCE_COLOR,
     AnnotationState,
     Command,
     CommandStack,
-    compute_labels,
-    contour_layer,
+    LabelCache,
+    next_color,
     polygon_layer_kwargs,
-    set_contour_visibility,
     shape_to_polygon,
-    spot_marker_layer,
+    snapshot_elements,
+    stage_annotation,
     state_from_sdata,
     state_to_geodataframe,
+    state_with_csv,
+    state_with_geojson,
     write_column,
 )
-from napari_scai.widgets._common import notify_error, refill_combo, scai_point_layers
+from napari_scai.widgets._common import (
+    fix_dock_title,
+    notify_error,
+    refill_combo,
+    scai_point_layers,
+    spot_size,
+    swatch,
+    unwrap_viewer,
+)
+from napari_scai.widgets.compare import CompareWidget, label_columns  # noqa: F401 - re-export
 
 CONFIDENCE_KEY = "scai_domain_confidence"
-
-
-def _swatch(color: str) -> QIcon:
-    pix = QPixmap(14, 14)
-    pix.fill(QColor(color))
-    return QIcon(pix)
-
-
-def _unwrap(viewer):
-    """The real viewer behind npe2's public-only proxy (layer identity checks need it)."""
-    return getattr(viewer, "__wrapped__", viewer)
 
 
 def _notify_info(message: str) -> None:
     from napari.utils.notifications import show_info
 
     show_info(message)
-
-
-def _spot_size(layer) -> float:
-    return float(
-        np.median(np.broadcast_to(np.asarray(layer.size, dtype=float), (max(len(layer.data), 1),)))
-    )
 
 
 def _spots_affine(layer) -> np.ndarray:
@@ -131,11 +115,12 @@ class AnnotateWidget(QWidget):
         autosave_ms: int = 2000,
     ) -> None:
         super().__init__()
-        self.viewer = _unwrap(napari_viewer)
+        self.viewer = unwrap_viewer(napari_viewer)
         self.key = ANNOTATION_KEY
         self.element = ANNOTATION_ELEMENT  # per spots layer: see _element_for
         self.state = AnnotationState()
         self.stack = CommandStack()
+        self._labels = LabelCache(np.zeros((0, 2)))
         self.spots = None
         self.shapes_layer = None
         self.dirty = False
@@ -276,6 +261,12 @@ class AnnotateWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
         self.refresh_layers()
+        # napari docks us after __init__: fix the dock's tab title once the loop runs again
+        QTimer.singleShot(0, lambda: fix_dock_title(self))
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        fix_dock_title(self)
+        super().showEvent(event)
 
     # ------------------------------------------------------------------ layers and loading
     def refresh_layers(self, *_args: Any) -> None:
@@ -333,6 +324,7 @@ class AnnotateWidget(QWidget):
             key=self.key,
             element=self.element,
         )
+        self._labels = LabelCache(np.asarray(self.spots.data))
         self._ensure_shapes_layer()
         self._had_column = self.key in self.adata.obs.columns
         self._initial_color_key = self.spots.metadata["scai"].color_key
@@ -385,9 +377,7 @@ class AnnotateWidget(QWidget):
 
     def _edge_width(self) -> float:
         return (
-            0.25 * _spot_size(self.spots)
-            if self.spots is not None and len(self.spots.data)
-            else 1.0
+            0.25 * spot_size(self.spots) if self.spots is not None and len(self.spots.data) else 1.0
         )
 
     # ------------------------------------------------------------------ state changes
@@ -398,7 +388,7 @@ class AnnotateWidget(QWidget):
             self.adata.obs.drop(columns=[self.key], inplace=True, errors="ignore")
             self.adata.uns.pop(f"{self.key}_colors", None)
         elif write:
-            labels = compute_labels(state, np.asarray(self.spots.data))
+            labels = self._labels.labels(state)  # only the steps that changed are replayed
             write_column(self.adata, self.rows, labels, state.classes, self.key)
         self._render_polygons()
         self._refresh_classes()
@@ -520,7 +510,7 @@ class AnnotateWidget(QWidget):
         self.class_list.clear()
         for c in self.state.classes:
             item = QListWidgetItem(
-                _swatch(c.color), f"{c.name}  ({int(counts.get(c.name, 0))} spots)"
+                swatch(c.color), f"{c.name}  ({int(counts.get(c.name, 0))} spots)"
             )
             item.setData(Qt.ItemDataRole.UserRole, c.name)
             self.class_list.addItem(item)
@@ -783,7 +773,7 @@ class AnnotateWidget(QWidget):
 
         yx = np.asarray(layer.data)[:, -2:]
         tree = cKDTree(yx)
-        radius = self.brush.value() * _spot_size(layer)
+        radius = self.brush.value() * spot_size(layer)
         picked: set[int] = set()
 
         def pick() -> None:
@@ -816,25 +806,6 @@ class AnnotateWidget(QWidget):
             recolor(self.spots, self._initial_color_key)  # nothing annotated: the colours we found
 
     # ------------------------------------------------------------------ saving
-    def _prepare_sdata(self) -> list[str]:
-        """Put the polygons into the SpatialData; return the element names to write."""
-        from spatialdata.models import ShapesModel
-        from spatialdata.transformations import get_transformation
-
-        sdata = self.sdata
-        elements = [self.table]
-        gdf = state_to_geodataframe(
-            self.state, _spots_affine(self.spots), author=self.author_edit.text()
-        )
-        if gdf is not None:
-            spots_element = sdata.shapes[self.spots.metadata["scai"].element]
-            transforms = get_transformation(spots_element, get_all=True)
-            sdata.shapes[self.element] = ShapesModel.parse(gdf, transformations=dict(transforms))
-            elements.append(self.element)
-        elif self.element in sdata.shapes:
-            del sdata.shapes[self.element]
-        return elements
-
     def save(self, path: str | Path | None = None) -> bool:
         """Write the polygons and the column to the store (``io.update``, atomic).
 
@@ -872,34 +843,20 @@ class AnnotateWidget(QWidget):
 
     def _elements_to_write(self) -> tuple[list[str], list[str]]:
         """Elements to (re)write, and those to delete from the store in the same atomic step."""
-        elements = self._prepare_sdata()
-        # No polygons left: the saved annotation element goes too.
-        return elements, [] if self.element in elements else [self.element]
+        return stage_annotation(
+            self.sdata,
+            self.state,
+            table=self.table,
+            spots_element=self.spots.metadata["scai"].element,
+            element=self.element,
+            matrix=_spots_affine(self.spots),
+            author=self.author_edit.text(),
+        )
 
     def _snapshot(self, elements: list[str], *, whole: bool):
-        """A SpatialData with copies of ``elements``, for a worker to write while edits go on.
-
-        ``whole``: the other elements too, by reference (a new store gets everything; only the
-        annotation elements change during the write).
-        """
-        import warnings
-
-        import spatialdata as sd
-
-        kinds = ("images", "labels", "points", "shapes", "tables")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the table's spots element may not be in it
-            return sd.SpatialData(
-                **{
-                    kind: {
-                        name: element.copy() if name in elements else element
-                        for name, element in getattr(self.sdata, kind).items()
-                        if whole or name in elements
-                    }
-                    for kind in kinds
-                },
-                attrs=dict(self.sdata.attrs) if whole else None,
-            )
+        """Copies of ``elements`` for a worker to write while edits go on (see
+        :func:`napari_scai.viewer._annotations.snapshot_elements`)."""
+        return snapshot_elements(self.sdata, elements, whole=whole)
 
     def _autosave(self) -> None:
         if not (self.dirty and self.sdata is not None and self.sdata.path is not None):
@@ -1014,31 +971,11 @@ class AnnotateWidget(QWidget):
 
     def import_csv(self, path: str | Path) -> None:
         """Per-spot classes from a CSV (one undoable step; unknown classes are added)."""
-        from anndata import AnnData
-
-        from napari_scai.tl import import_annotation_csv
-
-        scratch = AnnData(obs=pd.DataFrame(index=self.adata.obs_names))
         try:
-            col = import_annotation_csv(scratch, path, "imported")
+            state = state_with_csv(self.state, self.adata, self.rows, path)
         except (ValueError, FileNotFoundError) as err:
             notify_error(str(err))
             return
-        rows = self.rows
-        ok = rows >= 0
-        vals = col.astype(object).to_numpy()
-        points = np.flatnonzero(ok)
-        values = vals[rows[ok]]
-        keep = ~pd.isna(values)
-        state = self.state
-        for name, color in zip(col.cat.categories, scratch.uns["imported_colors"], strict=True):
-            if str(name) not in state.class_names:
-                state = state.with_class(str(name), str(color))
-        from napari_scai.viewer._annotations import SpotStep
-
-        if keep.any():
-            step = SpotStep(points[keep], tuple(str(v) for v in values[keep]))
-            state = AnnotationState(state.classes, (*state.steps, step))
         self.execute(f"import {Path(path).name}", state)
 
     def export_geojson(self, path: str | Path) -> Path | None:
@@ -1056,31 +993,19 @@ class AnnotateWidget(QWidget):
     def import_geojson(self, path: str | Path) -> None:
         """Polygons from GeoJSON (``class``/``color`` properties) as one undoable step."""
         from napari_scai.tl import import_geojson
-        from napari_scai.viewer._annotations import _polygon_exterior, intrinsic_to_world
 
         try:
             gdf = import_geojson(path)
         except (ValueError, FileNotFoundError) as err:
             notify_error(str(err))
             return
-        matrix = _spots_affine(self.spots)
         state = self.state
-        if "class" in gdf.columns:
-            classes = gdf["class"].astype(str).tolist()
-        else:
-            cls, state = self._pick_class(state)
-            classes = [cls] * len(gdf)
-        colors = gdf["color"].tolist() if "color" in gdf.columns else [None] * len(gdf)
-        for geom, cls, color in zip(gdf.geometry, classes, colors, strict=True):
-            if cls not in state.class_names:
-                state = state.with_class(
-                    cls, color if isinstance(color, str) and color else _next_color(state)
-                )
-            state = state.add_polygons(
-                [intrinsic_to_world(r, matrix) for r in _polygon_exterior(geom)],
-                cls,
-                self.author_edit.text(),
-            )
+        default = None
+        if "class" not in gdf.columns:
+            default, state = self._pick_class(state)
+        state = state_with_geojson(
+            state, gdf, _spots_affine(self.spots), author=self.author_edit.text(), cls=default
+        )
         self.execute(f"import {Path(path).name}", state)
 
     def _on_export_csv(self) -> None:
@@ -1125,10 +1050,7 @@ def _same_vertices(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and bool(np.allclose(a, b))
 
 
-def _next_color(state: AnnotationState) -> str:
-    """A palette colour no class of ``state`` uses yet."""
-    used = {c.color.lower() for c in state.classes}
-    return next((c for c in palette(len(used) + 21) if c.lower() not in used), "#808080")
+_next_color = next_color
 
 
 def _default_author() -> str:
@@ -1136,393 +1058,3 @@ def _default_author() -> str:
         return getpass.getuser()
     except Exception:  # noqa: BLE001 - no user name in some containers
         return ""
-
-
-# =========================================================================== compare
-
-
-def label_columns(adata) -> list[str]:
-    """obs columns that can be compared: categorical, text, bool or integers with few values."""
-    out = []
-    for c in adata.obs.columns:
-        if c in ("region", "instance_id", "in_tissue", "array_row", "array_col"):
-            continue  # link and Visium grid columns are not labellings
-        col = adata.obs[c]
-        if isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == object or col.dtype == bool:
-            out.append(c)
-        elif pd.api.types.is_integer_dtype(col.dtype) and col.nunique() <= 100:
-            out.append(c)
-    return out
-
-
-class CompareWidget(QWidget):
-    """Compare a prediction with a reference and show where they differ on the tissue."""
-
-    def __init__(self, napari_viewer) -> None:
-        super().__init__()
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.viewer = _unwrap(napari_viewer)
-        self.report = None
-        self.layer_combo = QComboBox()
-        self.pred_combo = QComboBox()
-        self.ref_combo = QComboBox()
-        self.compare_button = QPushButton("Compare")
-        self.scores = QLabel("")
-        self.scores.setWordWrap(True)
-        self.per_class = QTableWidget(0, 6)
-        self.per_class.setHorizontalHeaderLabels(
-            ["class", "matched", "precision", "recall", "F1", "support"]
-        )
-        self.per_class.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.matching = QTableWidget(0, 2)
-        self.matching.setHorizontalHeaderLabels(["predicted", "reference"])
-        self.matching.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.figure = Figure(figsize=(3.5, 3.0), tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(260)
-        self.rename_button = QPushButton("Rename predicted after matches")
-        self.show_disagreement = QCheckBox("highlight disagreeing spots")
-        self.show_disagreement.setChecked(True)
-        self.confidence = QDoubleSpinBox()
-        self.confidence.setRange(0.0, 1.0)
-        self.confidence.setSingleStep(0.05)
-        self.confidence.setValue(0.5)
-        self.confidence.setKeyboardTracking(False)
-        self.show_low_confidence = QCheckBox("mark low-confidence spots, below")
-        self.show_low_confidence.setToolTip(
-            f"needs obs['{CONFIDENCE_KEY}'] (written by the spatial-domains model)"
-        )
-        self.contour_combo = QComboBox()
-        self.contour_button = QPushButton("Draw boundaries")
-        self.domain_list = QListWidget()
-        self.domain_list.setObjectName("contour_domains")
-        self.domain_list.setMinimumHeight(120)
-        self.per_class.setMinimumHeight(190)
-        self.matching.setMinimumHeight(150)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-
-        form = QFormLayout()
-        form.addRow("Spots/cells layer", self.layer_combo)
-        for combo in (self.pred_combo, self.ref_combo):
-            combo.activated.connect(lambda _i, c=combo: c.setProperty("user_picked", True))
-        form.addRow("Prediction", self.pred_combo)
-        form.addRow("Reference", self.ref_combo)
-        conf = QHBoxLayout()
-        conf.addWidget(self.show_low_confidence)
-        conf.addWidget(self.confidence)
-        bounds = QGroupBox("Boundaries on the tissue")
-        bl = QFormLayout(bounds)
-        bl.addRow("Domains of", self.contour_combo)
-        bl.addRow(self.contour_button)
-        bl.addRow(self.domain_list)
-        # long content (figure + two tables): scroll rather than squeeze
-        content = QWidget()
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidget(content)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
-        layout = QVBoxLayout(content)
-        layout.addLayout(form)
-        layout.addWidget(self.compare_button)
-        layout.addWidget(self.scores)
-        layout.addWidget(self.canvas)
-        layout.addWidget(QLabel("Per class (after matching)"))
-        layout.addWidget(self.per_class)
-        layout.addWidget(QLabel("Hungarian matching"))
-        layout.addWidget(self.matching)
-        layout.addWidget(self.rename_button)
-        layout.addWidget(self.show_disagreement)
-        layout.addLayout(conf)
-        layout.addWidget(bounds)
-        layout.addWidget(self.status)
-
-        self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
-        self.compare_button.clicked.connect(self.run_compare)
-        self.rename_button.clicked.connect(self.rename_predicted)
-        self.show_disagreement.toggled.connect(lambda _c: self.update_disagreement())
-        self.show_low_confidence.toggled.connect(lambda _c: self.update_low_confidence())
-        self.confidence.valueChanged.connect(lambda _v: self.update_low_confidence())
-        self.contour_button.clicked.connect(lambda: self.draw_boundaries())
-        self.domain_list.itemChanged.connect(self._on_domain_toggled)
-        self.viewer.layers.events.inserted.connect(self.refresh_layers)
-        self.viewer.layers.events.removed.connect(self.refresh_layers)
-        self.rename_button.setEnabled(False)
-        self.refresh_layers()
-
-    # ------------------------------------------------------------------ choices
-    @property
-    def layer(self):
-        name = self.layer_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
-
-    @property
-    def adata(self):
-        return None if self.layer is None else self.layer.metadata["adata"]
-
-    def refresh_layers(self, *_args: Any) -> None:
-        if refill_combo(self.layer_combo, [ly.name for ly in scai_point_layers(self.viewer)]):
-            self._on_layer_changed()
-
-    def refresh_columns(self) -> None:
-        """Re-read the obs columns offered as prediction/reference/boundaries."""
-        adata = self.adata
-        cols = label_columns(adata) if adata is not None else []
-        for combo, prefer in (
-            (self.pred_combo, ("scai_domain", ANNOTATION_KEY)),
-            (self.ref_combo, ("layer_manual", ANNOTATION_KEY)),
-            (self.contour_combo, ("scai_domain",)),
-        ):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(cols)
-            preferred = next((p for p in prefer if p in cols), None)
-            # The user's own pick stays; otherwise a preferred column that just appeared (e.g.
-            # after a domains run) replaces the default one.
-            keep = current in cols and (combo.property("user_picked") or preferred is None)
-            pick = current if keep else preferred
-            if pick:
-                combo.setCurrentText(pick)
-            combo.blockSignals(False)
-        has_conf = adata is not None and CONFIDENCE_KEY in adata.obs.columns
-        self.show_low_confidence.setEnabled(has_conf)
-        self.confidence.setEnabled(has_conf)
-
-    def _on_layer_changed(self, *_args: Any) -> None:
-        self.refresh_columns()
-
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
-        """Columns may have been added since (a model run, an annotation): offer them."""
-        self.refresh_columns()
-        super().showEvent(event)
-
-    def _point_values(self, values: np.ndarray) -> np.ndarray:
-        """Per-point values from per-row values of the layer's table."""
-        rows = self.layer.metadata["scai"].extra.get("rows")
-        if rows is None:
-            return values
-        rows = np.asarray(rows)
-        out = (
-            np.full(len(rows), None, dtype=object)
-            if values.dtype == object
-            else np.zeros(len(rows), dtype=values.dtype)
-        )
-        out[rows >= 0] = values[rows[rows >= 0]]
-        return out
-
-    # ------------------------------------------------------------------ compare
-    def set_columns(self, pred: str, ref: str) -> None:
-        """Choose the prediction and reference columns (re-reading the table first)."""
-        self.refresh_columns()
-        for combo, key in ((self.pred_combo, pred), (self.ref_combo, ref)):
-            if combo.findText(key) < 0:
-                raise KeyError(
-                    f"'{key}' is not a label column of this table (columns: {label_columns(self.adata)})"
-                )
-            combo.setCurrentText(key)
-
-    def run_compare(self):
-        """Score prediction vs reference, fill the dock and draw the disagreement layer."""
-        from napari_scai.tl import compare
-
-        if self.adata is None:
-            notify_error("no spots/cells layer. Fix: open a dataset with napari-scai first")
-            return None
-        pred, ref = self.pred_combo.currentText(), self.ref_combo.currentText()
-        try:
-            report = compare(self.adata, pred, ref)
-        except (KeyError, ValueError) as err:
-            notify_error(str(err.args[0]))
-            return None
-        self.report = report
-        self.scores.setText(
-            f"ARI {report.ari:.3f}   NMI {report.nmi:.3f}   matched accuracy {report.accuracy:.3f}   "
-            f"macro F1 {report.macro_f1:.3f}\n{report.n_scored} scored, {report.n_dropped} without a label"
-        )
-        self._fill_per_class(report)
-        self._fill_matching(report)
-        self._plot_confusion(report)
-        self.rename_button.setEnabled(True)
-        if self.contour_combo.findText(pred) >= 0 and not self.contour_combo.currentText():
-            self.contour_combo.setCurrentText(pred)
-        self.update_disagreement()
-        self.update_low_confidence()
-        return report
-
-    def _fill_per_class(self, report) -> None:
-        df = report.per_class
-        self.per_class.setRowCount(len(df))
-        for i, row in enumerate(df.itertuples(index=False)):
-            cells = [
-                str(row[0]),
-                "-" if row[1] is None else str(row[1]),
-                *(f"{v:.3f}" if pd.notna(v) else "-" for v in row[2:5]),
-                str(int(row[5])),
-            ]
-            for j, text in enumerate(cells):
-                self.per_class.setItem(i, j, QTableWidgetItem(text))
-        self.per_class.resizeColumnsToContents()
-
-    def _fill_matching(self, report) -> None:
-        self.matching.setRowCount(len(report.matching))
-        for i, (p, r) in enumerate(report.matching.items()):
-            self.matching.setItem(i, 0, QTableWidgetItem(str(p)))
-            self.matching.setItem(i, 1, QTableWidgetItem(str(r)))
-
-    def _plot_confusion(self, report) -> None:
-        conf = report.confusion
-        self.figure.clear()
-        ax = self.figure.add_subplot(111)
-        counts = conf.to_numpy(dtype=float)
-        frac = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        ax.imshow(frac, cmap="Blues", vmin=0, vmax=1, aspect="auto")
-        ax.set_xticks(range(conf.shape[1]), [str(c) for c in conf.columns], rotation=90, fontsize=7)
-        ax.set_yticks(range(conf.shape[0]), [str(c) for c in conf.index], fontsize=7)
-        ax.set_xlabel(f"reference ({report.key_ref})", fontsize=8)
-        ax.set_ylabel(f"predicted ({report.key_pred})", fontsize=8)
-        if counts.size <= 400:
-            for (i, j), v in np.ndenumerate(counts):
-                ax.text(
-                    j,
-                    i,
-                    f"{int(v)}",
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if frac[i, j] > 0.5 else "black",
-                )
-        self.canvas.draw_idle()
-
-    def rename_predicted(self) -> str | None:
-        """Rename the predicted domains after their matched classes (reference colours)."""
-        from napari_scai.tl import rename_by_matching
-        from napari_scai.viewer import recolor
-
-        if self.report is None:
-            return None
-        new_key = rename_by_matching(
-            self.adata, self.report.key_pred, self.report, key_ref=self.report.key_ref
-        )
-        recolor(self.layer, new_key)
-        self.refresh_columns()
-        self.status.setText(
-            f"renamed domains into obs['{new_key}'] (colours of '{self.report.key_ref}')"
-        )
-        return new_key
-
-    # ------------------------------------------------------------------ tissue overlays
-    @property
-    def disagreement_name(self) -> str:
-        return f"{self.layer.name} disagreement"
-
-    @property
-    def low_confidence_name(self) -> str:
-        return f"{self.layer.name} low confidence"
-
-    def update_disagreement(self) -> None:
-        """Draw (or remove) the layer marking spots where prediction and reference differ."""
-        from napari_scai.tl import disagreement
-
-        if self.layer is None or self.report is None:
-            return
-        name = self.disagreement_name
-        if not self.show_disagreement.isChecked():
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-            return
-        rep = self.report
-        mask_rows = disagreement(self.adata, rep.key_pred, rep.key_ref, rep)
-        mask = self._point_values(mask_rows.astype(bool))
-        spot_marker_layer(
-            self.viewer, name, self.layer, mask, color=HIGHLIGHT_COLOR, size_factor=1.0
-        )
-        self.status.setText(
-            f"{int(mask.sum())} spots where '{rep.key_pred}' and '{rep.key_ref}' disagree"
-        )
-
-    def update_low_confidence(self) -> None:
-        """Mark spots whose model confidence is below the threshold (if the column exists)."""
-        if self.layer is None:
-            return
-        name = self.low_confidence_name
-        if not (self.show_low_confidence.isChecked() and CONFIDENCE_KEY in self.adata.obs.columns):
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-            return
-        conf = self._point_values(self.adata.obs[CONFIDENCE_KEY].to_numpy(dtype=float))
-        mask = np.isfinite(conf) & (conf < self.confidence.value())
-        layer = spot_marker_layer(
-            self.viewer,
-            name,
-            self.layer,
-            mask,
-            color=LOW_CONFIDENCE_COLOR,
-            symbol="cross",
-            size_factor=0.6,
-        )
-        layer.metadata["threshold"] = self.confidence.value()
-
-    def draw_boundaries(self, key: str | None = None):
-        """Outline every domain of ``key`` (default: the chosen column) over the tissue."""
-        from napari_scai.tl._contours import domain_contours
-        from napari_scai.viewer._layers import color_style
-
-        if self.layer is None:
-            return None
-        key = key or self.contour_combo.currentText() or self.pred_combo.currentText()
-        if not key:
-            notify_error("choose the column whose domains to outline")
-            return None
-        if self.contour_combo.findText(key) >= 0:
-            self.contour_combo.setCurrentText(key)
-        rows = self.layer.metadata["scai"].extra.get("rows")
-        style = color_style(self.adata, key, rows)
-        if style.kind != "categorical":
-            notify_error(f"'{key}' is not categorical. Fix: pick a column of domains or classes")
-            return None
-        values = pd.Categorical(style.values, categories=style.categories)
-        contours = domain_contours(np.asarray(self.layer.data), values)
-        colors = dict(zip(style.categories, style.category_colors, strict=True))
-        name = f"{self.layer.name} boundaries"
-        layer = contour_layer(
-            self.viewer, name, contours, colors, edge_width=0.3 * _spot_size(self.layer)
-        )
-        layer.metadata["key"] = key
-        self.domain_list.blockSignals(True)
-        self.domain_list.clear()
-        for cat in style.categories:
-            item = QListWidgetItem(_swatch(colors.get(cat, MISSING_COLOR)), str(cat))
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked)
-            self.domain_list.addItem(item)
-        self.domain_list.blockSignals(False)
-        self.status.setText(
-            f"{contours.n_paths()} outlines of {len(style.categories)} domains of '{key}'"
-        )
-        return layer
-
-    def set_domain_visible(self, domain: str, visible: bool) -> None:
-        """Show or hide one domain's outline."""
-        for i in range(self.domain_list.count()):
-            item = self.domain_list.item(i)
-            if item.text() == str(domain):
-                item.setCheckState(Qt.CheckState.Checked if visible else Qt.CheckState.Unchecked)
-                return
-        raise KeyError(f"no outlined domain '{domain}'")
-
-    def _on_domain_toggled(self, _item) -> None:
-        name = f"{self.layer.name} boundaries" if self.layer is not None else None
-        if name not in self.viewer.layers:
-            return
-        hidden = {
-            self.domain_list.item(i).text()
-            for i in range(self.domain_list.count())
-            if self.domain_list.item(i).checkState() != Qt.CheckState.Checked
-        }
-        set_contour_visibility(self.viewer.layers[name], hidden)
