@@ -216,3 +216,145 @@ def check_exists(path: Path, what: str, fix: str) -> None:
     """Raise a ReadError if ``path`` does not exist."""
     if not path.exists():
         raise ReadError(path, f"{what} does not exist", fix)
+
+
+# ---------------------------------------------------------------------------------------------
+# uns['spatial'] as scanpy's Visium reader writes it (so sc.pl.spatial / sq.pl.spatial_scatter
+# draw our tables unchanged)
+
+#: Per library, which image element each ``uns['spatial'][library]['images']`` entry is stored
+#: as; the store keeps the pixels once (in the image element) and :func:`restore_uns_images`
+#: refills the table on read.
+UNS_IMAGE_ELEMENTS = "napari_scai_image_elements"
+#: Space Ranger's own scale factors, kept when ``hires`` stands for the lowres image.
+SPACERANGER_SCALEFACTORS = "napari_scai_spaceranger_scalefactors"
+
+
+def scanpy_image(array: np.ndarray) -> np.ndarray:
+    """An image as scanpy's ``read_visium`` keeps it: (y, x, c) float32 in [0, 1].
+
+    Accepts (y, x, c) or (c, y, x) arrays, uint8 (divided by 255) or float.
+    """
+    img = np.asarray(array)
+    if img.ndim == 3 and img.shape[0] in (1, 3, 4) and img.shape[-1] not in (1, 3, 4):
+        img = np.moveaxis(img, 0, -1)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / np.float32(255)
+    img = img.astype(np.float32)
+    return img / np.float32(255) if img.size and img.max() > 1.0 else img
+
+
+def set_uns_spatial(
+    adata: AnnData,
+    library: str,
+    *,
+    images: dict[str, tuple[np.ndarray, str]],
+    scalefactors: dict[str, float],
+    metadata: dict | None = None,
+) -> None:
+    """Write ``uns['spatial'][library]`` the way scanpy's Visium reader does.
+
+    ``images`` maps ``hires``/``lowres`` to (scanpy-style array, name of the SpatialData image
+    element holding the same pixels). The array objects are shared, not copied, between the
+    tables of one sample. With a lowres image only, ``hires`` is the same array and
+    ``tissue_hires_scalef`` the lowres factor (Space Ranger's factors are kept under
+    ``napari_scai_spaceranger_scalefactors``), so squidpy's default ``img_res_key="hires"``
+    works.
+    """
+    images = dict(images)
+    scalefactors = {k: float(v) for k, v in scalefactors.items()}
+    if "lowres" in images and "hires" not in images:
+        # squidpy's spatial_scatter asks for "hires" by default: with only the lowres image at
+        # hand, "hires" is that same array (same object, stored once) with its scale factor.
+        # Space Ranger's factors stay beside (squidpy matches any scalefactors key containing
+        # "hires", so the original may not stay in there).
+        images["hires"] = images["lowres"]
+        original = dict(scalefactors)
+        scalefactors["tissue_hires_scalef"] = scalefactors["tissue_lowres_scalef"]
+    else:
+        original = None
+    entry = {
+        "images": {res: arr for res, (arr, _name) in images.items()},
+        "scalefactors": scalefactors,
+        UNS_IMAGE_ELEMENTS: {res: name for res, (_arr, name) in images.items()},
+    }
+    if original is not None:
+        entry[SPACERANGER_SCALEFACTORS] = original
+    if metadata:
+        entry["metadata"] = dict(metadata)
+    spatial = adata.uns.get("spatial")
+    spatial = dict(spatial) if isinstance(spatial, dict) else {}
+    spatial[library] = entry
+    adata.uns["spatial"] = spatial
+
+
+def tables_without_uns_images(tables: dict, stored_images: Iterable[str]) -> dict[str, AnnData]:
+    """Tables to store: ``uns`` images that are also stored image elements are left out.
+
+    ``stored_images`` names the image elements the store will hold. Returns new AnnData
+    objects sharing every array with the originals (nothing is copied, and the caller's tables
+    are not modified).
+    """
+    stored_images = set(stored_images)
+    out = {}
+    for name, table in tables.items():
+        spatial = table.uns.get("spatial")
+        if not isinstance(spatial, dict):
+            out[name] = table
+            continue
+        new_spatial, changed = {}, False
+        for library, entry in spatial.items():
+            refs = entry.get(UNS_IMAGE_ELEMENTS, {}) if isinstance(entry, dict) else {}
+            stored = {res: el for res, el in dict(refs).items() if el in stored_images}
+            if not stored:
+                new_spatial[library] = entry
+                continue
+            changed = True
+            new_entry = dict(entry)
+            new_entry["images"] = {
+                res: arr for res, arr in dict(entry.get("images", {})).items() if res not in stored
+            }
+            new_spatial[library] = new_entry
+        if not changed:
+            out[name] = table
+            continue
+        uns = dict(table.uns)
+        uns["spatial"] = new_spatial
+        out[name] = AnnData(
+            X=table.X,
+            obs=table.obs,
+            var=table.var,
+            uns=uns,
+            obsm=dict(table.obsm),
+            varm=dict(table.varm),
+            obsp=dict(table.obsp),
+            varp=dict(table.varp),
+            layers=dict(table.layers),
+            raw=table.raw,
+        )
+    return out
+
+
+def restore_uns_images(sdata) -> None:
+    """Refill ``uns['spatial'][library]['images']`` of tables read from a store (in place)."""
+    cache: dict[str, np.ndarray] = {}
+    for table in sdata.tables.values():
+        spatial = table.uns.get("spatial")
+        if not isinstance(spatial, dict):
+            continue
+        for entry in spatial.values():
+            if not isinstance(entry, dict) or UNS_IMAGE_ELEMENTS not in entry:
+                continue
+            images = dict(entry.get("images", {}))
+            for res, element in dict(entry[UNS_IMAGE_ELEMENTS]).items():
+                if res in images or element not in sdata.images:
+                    continue
+                if element not in cache:
+                    image = sdata.images[element]
+                    if hasattr(image, "children") and image.children:  # multiscale: full level
+                        image = next(iter(image.values()))["image"]
+                    cache[element] = scanpy_image(np.asarray(image))
+                images[res] = cache[element]
+            entry["images"] = images

@@ -15,6 +15,8 @@ from napari_scai.io._common import (
     check_exists,
     image_to_cyx,
     sanitize_name,
+    scanpy_image,
+    set_uns_spatial,
 )
 
 #: obsm keys tried, in order, for (x, y) coordinates.
@@ -108,13 +110,18 @@ def _obsm_tables(adata: AnnData) -> dict[str, AnnData]:
     return out
 
 
-def _uns_images(adata: AnnData, path: Path, sample: str) -> tuple[dict, float | None]:
-    """Images stored scanpy-style in ``uns['spatial'][library]['images']`` with scale factors."""
+def _uns_images(adata: AnnData, path: Path, sample: str) -> tuple[dict, float | None, dict]:
+    """Images stored scanpy-style in ``uns['spatial'][library]['images']`` with scale factors.
+
+    Returns the image elements to build, the spot diameter, and the ``uns['spatial']`` entries
+    to keep on the tables (images in scanpy's form, linked to those elements).
+    """
     images: dict = {}
+    uns_images: dict = {}
     diameter = None
     spatial = adata.uns.get("spatial")
     if not isinstance(spatial, dict):
-        return images, diameter
+        return images, diameter, {}
     for library, entry in spatial.items():
         if not isinstance(entry, dict) or "images" not in entry:
             continue
@@ -130,13 +137,29 @@ def _uns_images(adata: AnnData, path: Path, sample: str) -> tuple[dict, float | 
             img = np.asarray(array)
             if img.dtype.kind == "f" and img.max() <= 1.0:
                 img = (img * 255).round().astype(np.uint8)
-            images[f"{sanitize_name(library)}_{res}_image"] = (
-                image_to_cyx(img, path),
-                float(factors[key]),
-            )
+            element = f"{sanitize_name(library)}_{res}_image"
+            images[element] = (image_to_cyx(img, path), float(factors[key]))
+            uns_images.setdefault(library, {})[res] = (scanpy_image(np.asarray(array)), element)
         if "spot_diameter_fullres" in factors:
             diameter = float(factors["spot_diameter_fullres"])
-    return images, diameter
+    # the same entries, images as scanpy keeps them, linked to the image elements
+    keep: dict = {}
+    for library, entry in spatial.items():
+        if library in uns_images:
+            probe = AnnData(np.zeros((1, 1), dtype=np.float32))
+            set_uns_spatial(
+                probe,
+                str(library),
+                images=uns_images[library],
+                scalefactors={
+                    k: v
+                    for k, v in entry.get("scalefactors", {}).items()
+                    if isinstance(v, int | float | np.integer | np.floating)
+                },
+                metadata=entry.get("metadata") if isinstance(entry.get("metadata"), dict) else None,
+            )
+            keep[str(library)] = probe.uns["spatial"][str(library)]
+    return images, diameter, keep
 
 
 def read_h5ad(
@@ -206,9 +229,13 @@ def read_h5ad(
             f"{bad} observations have NaN/inf coordinates in {source}",
             "drop those observations or fill their coordinates",
         )
-    images, diameter = _uns_images(adata, path, sample)
-    adata.uns.pop("spatial", None) if images else None
+    images, diameter, uns_spatial = _uns_images(adata, path, sample)
+    if images:
+        adata.uns["spatial"] = uns_spatial
     extra = _obsm_tables(adata)
+    for table in extra.values():  # every table of the sample draws on the same H&E
+        if uns_spatial:
+            table.uns["spatial"] = dict(uns_spatial)
     name = modality or guess_modality(adata)
     tables = {name: adata, **{k: v for k, v in extra.items() if k != name}}
     if radius is None:

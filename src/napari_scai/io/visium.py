@@ -22,6 +22,8 @@ from napari_scai.io._common import (
     check_exists,
     image_to_cyx,
     sanitize_name,
+    scanpy_image,
+    set_uns_spatial,
     split_by_feature_type,
 )
 from napari_scai.io.tenx import read_10x_counts
@@ -218,11 +220,11 @@ def read_visium(
     image_files = {k: v for k, v in image_files.items() if v.exists()}
     factors = read_scalefactors(spatial / "scalefactors_json.json", list(image_files))
     images = {}
+    uns_images = {}
     for name, file in image_files.items():
-        images[f"{sample}_{name}_image"] = (
-            image_to_cyx(imread(file), file),
-            float(factors[f"tissue_{name}_scalef"]),
-        )
+        cyx = image_to_cyx(imread(file), file)
+        images[f"{sample}_{name}_image"] = (cyx, float(factors[f"tissue_{name}_scalef"]))
+        uns_images[name] = (scanpy_image(cyx), f"{sample}_{name}_image")
     if fullres_image is not None:
         file = Path(fullres_image)
         check_exists(file, "the full-resolution image", "pass the H&E image given to Space Ranger")
@@ -230,7 +232,13 @@ def read_visium(
 
     tables = split_by_feature_type(adata)
     for t in tables.values():
-        t.uns["spatial"] = {sample: {"scalefactors": {k: float(v) for k, v in factors.items()}}}
+        # as scanpy's read_visium: sc.pl.spatial and squidpy draw the table on its H&E
+        set_uns_spatial(
+            t,
+            sample,
+            images=uns_images,
+            scalefactors={k: v for k, v in factors.items() if isinstance(v, int | float)},
+        )
     radius = float(factors["spot_diameter_fullres"]) / 2
     return build_spatialdata(
         sample=sample,

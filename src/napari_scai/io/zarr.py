@@ -21,7 +21,12 @@ import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from napari_scai.io._common import ReadError, check_exists
+from napari_scai.io._common import (
+    ReadError,
+    check_exists,
+    restore_uns_images,
+    tables_without_uns_images,
+)
 
 _ELEMENT_TYPES = ("images", "labels", "points", "shapes", "tables")
 _ROOT_META = ("zarr.json", ".zattrs", ".zgroup", ".zmetadata")
@@ -68,7 +73,7 @@ def read_zarr(path: str | Path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return sd.read_zarr(path)
+            sdata = sd.read_zarr(path)
     except Exception as err:  # noqa: BLE001 - zarr/ome-zarr raise many types
         broken = _broken_metadata_file(path)
         if broken is not None:
@@ -83,6 +88,8 @@ def read_zarr(path: str | Path):
             f"not a readable SpatialData store ({type(err).__name__}: {err})",
             "pass a store written by spatialdata >= 0.4",
         ) from err
+    restore_uns_images(sdata)
+    return sdata
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +275,26 @@ def recover(path: str | Path) -> bool:
         return False
 
 
+def _for_store(sdata, stored_images):
+    """``sdata`` with tables whose scanpy-style ``uns`` images are left out when the store
+    holds the same pixels as image elements (:func:`restore_uns_images` refills them)."""
+    import spatialdata as sd
+
+    tables = tables_without_uns_images(dict(sdata.tables), stored_images)
+    if all(tables[n] is sdata.tables[n] for n in tables):
+        return sdata
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sd.SpatialData(
+            images=dict(sdata.images),
+            labels=dict(sdata.labels),
+            points=dict(sdata.points),
+            shapes=dict(sdata.shapes),
+            tables=tables,
+            attrs=dict(sdata.attrs),
+        )
+
+
 def _write_full(sdata, target: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -306,7 +333,7 @@ def _write_locked(sdata, path: Path) -> None:
     journal = {"op": "write", "phase": "prepared", "staging": staging.name, "backup": backup.name}
     _write_journal(path, journal)
     try:
-        _write_full(sdata, staging)
+        _write_full(_for_store(sdata, sdata.images), staging)
         _fsync_tree(staging)
         if path.exists():
             path.rename(backup)
@@ -405,7 +432,10 @@ def _update_locked(sd, sdata, path: Path, located: list, remove: list) -> None:
             subset = sd.SpatialData(
                 **{k: {n: sdata[n] for kk, n in located if kk == k} for k in _ELEMENT_TYPES}
             )
-        _write_full(subset, staging)
+        in_store = {n for n in sdata.images if (path / "images" / n).exists()}
+        _write_full(
+            _for_store(subset, in_store | {n for k, n in located if k == "images"}), staging
+        )
         _fsync_tree(staging)
         backup.mkdir()
         root_meta = [m for m in _ROOT_META if (path / m).exists()]
