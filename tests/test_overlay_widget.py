@@ -30,6 +30,16 @@ def overlay(make_napari_viewer, qtbot, dlpfc_sdata):
     return viewer, widget, next(ly for ly in layers if ly._type_string == "points")
 
 
+def _lognorm(adata, symbol: str) -> np.ndarray:
+    """log1p(counts per 10k) of one gene, computed by scanpy (independent of the viewer)."""
+    import scanpy as sc
+
+    b = adata.copy()
+    sc.pp.normalize_total(b, target_sum=1e4)
+    sc.pp.log1p(b)
+    return np.asarray(b[:, b.var["gene_symbol"] == symbol].X.todense()).ravel()
+
+
 def _type_key(qtbot, widget, key: str) -> None:
     edit = widget.key_combo.lineEdit()
     edit.clear()
@@ -57,15 +67,29 @@ def test_gene_colorbar_limits_and_key_change_in_one_step(overlay, qtbot):
 
     _type_key(qtbot, widget, "MOBP")
     adata = points.metadata["adata"]
-    col = adata[:, adata.var["gene_symbol"] == "MOBP"].X
-    col = np.asarray(col.todense() if hasattr(col, "todense") else col).ravel()
+    rows = points.metadata["scai"].extra["rows"]
+    col = _lognorm(adata, "MOBP")[rows]  # the default for counts: scanpy's normalise + log1p
     assert widget.colorbar_row.isVisibleTo(widget) and not widget.legend.isVisibleTo(widget)
-    assert widget.vmin.value() == pytest.approx(col.min(), abs=1e-3)
-    assert widget.vmax.value() == pytest.approx(col.max(), abs=1e-3)
-    np.testing.assert_allclose(points.features["MOBP"], col[points.metadata["scai"].extra["rows"]])
+    assert widget.values_combo.isVisibleTo(widget)
+    assert widget.values_combo.currentText() == "log-normalised"
+    p1, p99 = np.percentile(col, [1, 99])  # percentile limits: a few bright spots do not rule
+    assert widget.vmin.value() == pytest.approx(p1, abs=1e-3)
+    assert widget.vmax.value() == pytest.approx(p99, abs=1e-3) and p99 < col.max()
+    np.testing.assert_allclose(points.features["MOBP"], col, rtol=1e-6)
     top = int(np.argmax(points.features["MOBP"]))
     np.testing.assert_allclose(points.face_color[top], to_rgba("#fde725"), atol=0.01)  # viridis max
+    # most MOBP-expressing spots (white matter) are bright, not black
+    wm = (points.features["layer_manual"] == "WM").to_numpy()
+    assert np.median(points.features["MOBP"][wm]) > (p1 + p99) / 2
 
+    widget.values_combo.setCurrentIndex(widget.values_combo.findData("raw"))
+    widget.values_combo.activated.emit(widget.values_combo.currentIndex())
+    raw = np.asarray(adata[:, adata.var["gene_symbol"] == "MOBP"].X.todense()).ravel()[rows]
+    np.testing.assert_allclose(points.features["MOBP"], raw)
+    assert widget.vmax.value() == pytest.approx(np.percentile(raw, 99), abs=1e-3)
+    assert points.metadata["scai"].extra["style"].value_mode == "raw"  # dock and layer agree
+
+    col = raw
     widget.vmax.setValue(col.max() / 2)  # adjustable limits: everything above is saturated
     half = points.features["MOBP"].to_numpy() >= col.max() / 2
     np.testing.assert_allclose(
@@ -193,7 +217,8 @@ def test_raster_layer_in_widget(make_napari_viewer, qtbot):
     assert widget.layer is layer and widget.legend.categories() == ["type_0", "type_1", "type_2"]
     widget.legend.item_for("type_1").setCheckState(Qt.CheckState.Unchecked)
     assert layer.colormap.map(np.uint8(2))[3] == 0  # bin 2 = type_1, now transparent
-    _type_key(qtbot, widget, "GeneB")
+    widget.set_values("raw")
+    _type_key(qtbot, widget, "GeneB")  # GeneB = the band index 0, 1, 2
     assert widget.colorbar_row.isVisibleTo(widget) and (
         widget.vmin.value(),
         widget.vmax.value(),
@@ -207,9 +232,92 @@ def test_legend_follows_recolouring_from_elsewhere(overlay):
     viewer, widget, points = overlay
     recolor(points, "MOBP")
     assert widget.key_combo.currentText() == "MOBP" and widget.colorbar_row.isVisibleTo(widget)
-    assert widget.vmax.value() == pytest.approx(points.features["MOBP"].max(), abs=1e-3)
+    assert widget.vmax.value() == pytest.approx(
+        np.percentile(points.features["MOBP"], 99), abs=1e-3
+    )
     points.metadata["adata"].obs["half"] = np.where(
         np.arange(points.metadata["adata"].n_obs) % 2, "odd", "even"
     )
     recolor(points, "half")
     assert widget.legend.isVisibleTo(widget) and widget.legend.categories() == ["even", "odd"]
+
+
+# --- issue 13, defect 3: the default colouring is a useful one, and the dock says what is drawn
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (("imaging", "cycif_exemplar", "cycif_exemplar001_11k.h5ad"), "phenotype"),
+        (("imaging", "merfish_hypothalamus_moffitt2018.h5ad"), "Cell_class"),
+    ],
+)
+def test_single_cell_data_opens_coloured_by_a_useful_label(make_napari_viewer, parts, expected):
+    from napari_scai.io import read
+    from napari_scai.viewer import sdata_layers
+    from tests.conftest import shared_path
+
+    path = shared_path(*parts)
+    sdata = read(path, require_spatial=True)
+    viewer = make_napari_viewer()
+    # what the reader and the CLI do when no known key is present: color_by=None
+    for data, kwargs, kind in sdata_layers(sdata, color_by=None):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = OverlayWidget(viewer)
+    layer = widget.layer
+    adata = layer.metadata["adata"]
+    # not an ID (CellID, Cell_name), a coordinate (X_centroid), a constant (imageid, Animal_ID)
+    assert layer.metadata["scai"].color_key == expected
+    assert widget.key_combo.currentText() == expected  # the dock says what is drawn
+    cats = list(adata.obs[expected].cat.categories)
+    assert widget.legend.categories() == cats
+    counts = adata.obs[expected].value_counts().reindex(cats).tolist()
+    rows = [widget.legend.list.item(i).text() for i in range(len(cats))]
+    assert all(r.endswith(f"({n})") for r, n in zip(rows, counts, strict=True))
+    # ... and it is drawn: the cells carry their class colours, none is grey
+    style = layer.metadata["scai"].extra["style"]
+    if layer._type_string == "labels":
+        n_drawn = len(np.unique(style.colors, axis=0))
+    else:
+        n_drawn = len(np.unique(np.asarray(layer.face_color).round(4), axis=0))
+    assert n_drawn == len(cats)
+    assert style.n_missing == 0 and widget.legend.n_missing() == 0
+
+
+def test_dlpfc_opens_by_layers_and_the_legend_counts_missing(make_napari_viewer, dlpfc_sdata):
+    from napari_scai.viewer import sdata_layers
+
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in sdata_layers(dlpfc_sdata, color_by=None):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = OverlayWidget(viewer)
+    assert widget.key_combo.currentText() == "layer_manual"  # not in_tissue / array_row
+    assert widget.legend.categories() == ["L1", "L2", "L3", "L4", "L5", "L6", "WM"]
+    assert widget.legend.n_missing() == 28  # the unlabelled spots, grey, counted
+    last = widget.legend.list.item(widget.legend.list.count() - 1)
+    assert last.text() == "no value  (28)" and "28 objects without a value" in last.toolTip()
+    assert not last.flags() & Qt.ItemFlag.ItemIsUserCheckable  # not a class to hide
+
+
+def test_nothing_to_colour_by_says_so(make_napari_viewer):
+    """Only IDs, coordinates and constants: no key is claimed, nothing but grey is drawn."""
+    import pandas as pd
+
+    from napari_scai.datasets import synthetic_section
+    from napari_scai.viewer import sdata_layers
+
+    sdata = synthetic_section(300, n_genes=3, kind="cells")
+    obs = sdata.tables["rna"].obs
+    obs.drop(columns=["domain"], inplace=True)
+    obs["CellID"] = np.arange(len(obs))
+    obs["X_centroid"] = np.arange(len(obs), dtype=float)
+    obs["in_tissue"] = 1
+    obs["imageid"] = pd.Categorical(["img1"] * len(obs))
+    viewer = make_napari_viewer()
+    (tup,) = sdata_layers(sdata, color_by=None)
+    layer = viewer.add_points(tup[0], **tup[1])
+    widget = OverlayWidget(viewer)
+    assert layer.metadata["scai"].color_key is None
+    assert widget.key_combo.currentText() == ""  # not "Colour by CellID" over grey cells
+    assert not widget.legend.isVisibleTo(widget) and not widget.colorbar_row.isVisibleTo(widget)
+    assert widget.key_combo.lineEdit().placeholderText() == "choose a column or gene"

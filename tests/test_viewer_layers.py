@@ -47,13 +47,21 @@ def test_gene_and_obsm_colouring(dlpfc_sdata):
     style = color_style(adata, "MOBP")  # by gene symbol
     col = adata[:, adata.var["gene_symbol"] == "MOBP"].X
     col = np.asarray(col.todense() if hasattr(col, "todense") else col).ravel()
-    assert style.kind == "continuous"
-    assert style.limits == (col.min(), col.max())
+    assert style.kind == "continuous" and style.value_mode == "log-normalised"
+    lib = np.asarray(adata.X.sum(axis=1)).ravel()
+    lognorm = np.log1p(col / lib * 1e4)
+    np.testing.assert_allclose(style.values, lognorm, rtol=1e-6)
+    assert style.limits == pytest.approx(tuple(np.percentile(lognorm, [1, 99])))
+    raw = color_style(adata, "MOBP", values="raw")
+    assert raw.value_mode == "raw" and raw.limits == pytest.approx(
+        tuple(np.percentile(col, [1, 99]))
+    )
     adata.obsm["X_test"] = np.column_stack(
         [np.arange(adata.n_obs), -np.arange(adata.n_obs)]
     ).astype(float)
     style = color_style(adata, "X_test:1")
-    assert style.limits == (-(adata.n_obs - 1), 0.0)
+    assert style.value_mode == ""  # not a feature: values as they are
+    assert style.limits == pytest.approx(tuple(np.percentile(-np.arange(adata.n_obs), [1, 99])))
     with pytest.raises(KeyError, match="Fix:"):
         color_style(adata, "no_such_key")
 
@@ -159,8 +167,8 @@ def test_polygons_drawn_as_shapes_and_recoloured(make_napari_viewer):
     np.testing.assert_allclose(
         layer.face_color, [to_rgba(colors[1]), to_rgba(MISSING_COLOR), to_rgba(colors[0])]
     )
-    style = recolor(layer, _rna(sdata).var_names[0])
-    assert style.limits == (1.0, 3.0)
+    style = recolor(layer, _rna(sdata).var_names[0], values="raw")
+    assert style.limits == pytest.approx(tuple(np.percentile([2.0, 3.0, 1.0], [1, 99])))
     assert layer.features[style.key].tolist() == [2.0, 3.0, 1.0]
 
 
@@ -214,7 +222,11 @@ def test_large_sections_draw_as_labels_and_recolour(make_napari_viewer):
     got = colours_at_centres()
     from matplotlib import colormaps
 
-    want = colormaps["viridis"](adata.obs["score"].to_numpy()[pick] / adata.obs["score"].max())
+    lo, hi = np.percentile(adata.obs["score"], [1, 99])
+    assert style.limits == pytest.approx((lo, hi))
+    want = colormaps["viridis"](
+        np.clip((adata.obs["score"].to_numpy()[pick] - lo) / (hi - lo), 0, 1)
+    )
     assert (np.abs(got - want).max(axis=1) < 0.02).mean() > 0.95  # 255 colour steps
 
     recolor(layer, "cell_type", hidden={"type_0"})

@@ -7,6 +7,8 @@ Coordinates: napari's world is the chosen SpatialData coordinate system, axes (y
 
 from __future__ import annotations
 
+import re
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -457,27 +459,74 @@ class ColorStyle:
     limits: tuple[float, float] | None = None
     colormap: str = "viridis"
     hidden: set[str] = field(default_factory=set)
+    n_missing: int = 0  # objects without a value (drawn in the missing colour)
+    value_mode: str = ""  # features: "log-normalised" or "raw"; "" for obs/obsm values
 
 
-def resolve_values(adata, key: str) -> tuple[np.ndarray, str]:
+#: Gene colouring: ``"auto"`` (log-normalised when ``X`` holds counts, else raw), or one of
+#: these, which the overlay dock names.
+VALUE_MODES = {"lognorm": "log-normalised", "raw": "raw"}
+
+_library_sizes: dict[int, tuple[Any, Any, np.ndarray]] = {}
+
+
+def _feature_index(adata, key: str) -> int | None:
+    if key in adata.var_names:
+        return int(adata.var_names.get_loc(key))
+    if "gene_symbol" in adata.var.columns:
+        hit = np.flatnonzero(adata.var["gene_symbol"].astype(str).to_numpy() == key)
+        if hit.size:
+            return int(hit[0])
+    return None
+
+
+def looks_like_counts(X, n: int = 10_000) -> bool:
+    """True when a sample of ``X``'s stored values are non-negative integers (raw counts)."""
+    data = X.data if hasattr(X, "data") and not isinstance(X, np.ndarray) else np.asarray(X)
+    sample = np.asarray(data).ravel()[:n]
+    if sample.size == 0:
+        return False
+    return bool((sample >= 0).all() and np.allclose(sample, np.round(sample)))
+
+
+def library_sizes(adata) -> np.ndarray:
+    """Total of ``X`` per row (cached per AnnData and ``X`` object; nothing is written to it)."""
+    X = adata.X
+    hit = _library_sizes.get(id(adata))
+    if hit is not None and hit[0]() is adata and hit[1]() is X:
+        return hit[2]
+    total = np.asarray(X.sum(axis=1), dtype=float).ravel()
+    try:
+        entry = (weakref.ref(adata), weakref.ref(X), total)
+    except TypeError:  # X without weak references: no cache
+        return total
+    _library_sizes[id(adata)] = entry
+    weakref.finalize(adata, _library_sizes.pop, id(adata), None)
+    return total
+
+
+def resolve_values(adata, key: str, *, values: str = "raw") -> tuple[np.ndarray, str]:
     """Values for ``key``: an obs column, a feature (var name or ``var['gene_symbol']``), or ``obsm`` column ``"X_umap:0"``.
 
-    Returns (values per row of ``adata``, ``"categorical"`` or ``"continuous"``).
+    ``values`` applies to features: ``"raw"`` (``X`` as stored), ``"lognorm"``
+    (``log1p(x / library size * 1e4)``, scanpy's ``normalize_total`` + ``log1p``) or
+    ``"auto"`` (lognorm when ``X`` holds counts). Returns (values per row of ``adata``,
+    ``"categorical"`` or ``"continuous"``).
     """
     if key in adata.obs.columns:
         col = adata.obs[key]
         if isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == object or col.dtype == bool:
             return col.to_numpy(), "categorical"
         return col.to_numpy(dtype=float), "continuous"
-    idx = None
-    if key in adata.var_names:
-        idx = adata.var_names.get_loc(key)
-    elif "gene_symbol" in adata.var.columns and key in set(adata.var["gene_symbol"]):
-        idx = int(np.flatnonzero(adata.var["gene_symbol"].to_numpy() == key)[0])
+    idx = _feature_index(adata, key)
     if idx is not None:
         col = adata.X[:, idx]
         col = col.toarray() if hasattr(col, "toarray") else np.asarray(col)
-        return np.asarray(col, dtype=float).ravel(), "continuous"
+        col = np.asarray(col, dtype=float).ravel()
+        if feature_mode(adata, values) == "lognorm":
+            lib = library_sizes(adata)
+            col = np.log1p(np.divide(col * 1e4, lib, out=np.zeros_like(col), where=lib > 0))
+        return col, "continuous"
     if ":" in key:
         base, _, j = key.rpartition(":")
         if base in adata.obsm and j.isdigit():
@@ -488,6 +537,94 @@ def resolve_values(adata, key: str) -> tuple[np.ndarray, str]:
     )
 
 
+def feature_mode(adata, values: str) -> str:
+    """``"lognorm"`` or ``"raw"`` for ``values`` in ``"auto"``, ``"lognorm"``, ``"raw"``."""
+    if values not in ("auto", *VALUE_MODES):
+        raise ValueError(f"values={values!r}; use 'auto', 'lognorm' or 'raw'")
+    if values == "auto":
+        return "lognorm" if looks_like_counts(adata.X) else "raw"
+    return values
+
+
+def is_feature(adata, key: str) -> bool:
+    """True when ``key`` names a feature of ``adata`` (not an obs column)."""
+    return key not in adata.obs.columns and _feature_index(adata, key) is not None
+
+
+def percentile_limits(
+    values: np.ndarray, q: tuple[float, float] = (1.0, 99.0)
+) -> tuple[float, float]:
+    """Colour limits at the ``q`` percentiles of the finite values (scanpy's ``vmax='p99'``).
+
+    A few bright cells no longer squash everyone else to the bottom of the colormap. Where
+    the percentiles coincide (a gene seen in under 1% of cells), the full range is used.
+    """
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return (0.0, 1.0)
+    lo, hi = (float(v) for v in np.percentile(finite, q))
+    if hi <= lo:
+        lo, hi = float(finite.min()), float(finite.max())
+    return lo, hi
+
+
+# obs columns that never make a useful default colouring
+_NOT_LABELS = {
+    "region", "instance_id", "in_tissue", "array_row", "array_col", "x", "y", "z",
+    "pxl_row_in_fullres", "pxl_col_in_fullres", "x_centroid", "y_centroid", "x_position",
+    "y_position", "centroid_x", "centroid_y",
+}  # fmt: skip
+_ID_NAME = re.compile(r"(^|_)(id|ids|barcode|barcodes|index|name)$|^cellid$|^cell_name$", re.I)
+_PREFERRED_KEYS = ("scai_domain", "scai_annotation", "layer_manual")
+_LABEL_HINTS = ("type", "class", "phenotype", "domain", "layer", "cluster", "label", "annot",
+                "leiden", "louvain", "region", "tissue", "niche", "state")  # fmt: skip
+
+
+def label_candidates(adata, max_classes: int = 50) -> list[tuple[str, int]]:
+    """obs columns that work as a categorical colouring, with their number of classes.
+
+    Categorical, text or boolean columns (and integer columns with few values) with 2 to
+    ``max_classes`` classes that are not identifiers (a name like ``CellID`` / ``*_id`` or
+    more classes than half the rows), coordinates or link columns (``in_tissue``,
+    ``array_row``, ``X_centroid``...).
+    """
+    out = []
+    n = max(adata.n_obs, 1)
+    for c in adata.obs.columns:
+        name = str(c)
+        if name.lower() in _NOT_LABELS or _ID_NAME.search(name):
+            continue
+        col = adata.obs[c]
+        text = isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == object
+        if not (text or col.dtype == bool or pd.api.types.is_integer_dtype(col.dtype)):
+            continue
+        k = int(col.nunique(dropna=True))
+        if 2 <= k <= max_classes and (k <= 0.5 * n or k <= 2):
+            out.append((name, k))
+    return out
+
+
+def default_color_key(adata) -> str | None:
+    """The most useful categorical obs column to colour by, or None.
+
+    Our own results and manual labels first (``scai_domain``, ``scai_annotation``,
+    ``layer_manual``), then columns named like labels (``cell_type``, ``phenotype``,
+    ``Cell_class``, ``*cluster*``, ``*layer*``...), fewest classes first, then any other
+    candidate of :func:`label_candidates`, fewest classes first.
+    """
+    if adata is None:
+        return None
+    cands = label_candidates(adata)
+    names = [c for c, _ in cands]
+    for key in _PREFERRED_KEYS:
+        if key in names:
+            return key
+    hinted = [(k, c) for c, k in cands if any(h in c.lower() for h in _LABEL_HINTS)]
+    if hinted:
+        return min(hinted)[1]
+    return min(((k, c) for c, k in cands), default=(0, None))[1]
+
+
 def color_style(
     adata,
     key: str,
@@ -496,9 +633,17 @@ def color_style(
     limits: tuple[float, float] | None = None,
     colormap: str = "viridis",
     hidden: set[str] | None = None,
+    values: str = "auto",
 ) -> ColorStyle:
-    """Compute the colours for ``key`` per object (``rows`` maps objects to table rows)."""
-    values, kind = resolve_values(adata, key)
+    """Compute the colours for ``key`` per object (``rows`` maps objects to table rows).
+
+    Continuous values get ``limits`` (default: the 1st-99th percentiles,
+    :func:`percentile_limits`); features are log-normalised when ``X`` holds counts
+    (``values="auto"``; ``"raw"`` or ``"lognorm"`` to choose). Objects without a value are
+    drawn in the missing colour and counted in ``n_missing``.
+    """
+    mode = feature_mode(adata, values) if is_feature(adata, key) else None
+    values, kind = resolve_values(adata, key, values=mode or "raw")
     n = len(values) if rows is None else len(rows)
     take = np.arange(n) if rows is None else rows
     valid = take >= 0
@@ -518,20 +663,36 @@ def color_style(
         per_object = np.append(labels, None)[codes]
         counts = np.bincount(codes[codes >= 0], minlength=len(labels)).tolist()
         return ColorStyle(
-            key, kind, per_object, rgba, list(labels), colors_hex, counts, hidden=set(hidden or ())
+            key,
+            kind,
+            per_object,
+            rgba,
+            list(labels),
+            colors_hex,
+            counts,
+            hidden=set(hidden or ()),
+            n_missing=int((codes < 0).sum()),
         )
     vals = np.full(n, np.nan)
     vals[valid] = values[take[valid]]
-    finite = vals[np.isfinite(vals)]
     if limits is None:
-        limits = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    lo, hi = limits
+        limits = percentile_limits(vals)
+    lo, hi = (float(v) for v in limits)
     scaled = np.clip((vals - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
     from matplotlib import colormaps
 
     rgba = colormaps[colormap](np.nan_to_num(scaled))
     rgba[~np.isfinite(vals)] = hex_to_rgba([MISSING_COLOR])[0]
-    return ColorStyle(key, kind, vals, rgba, limits=(lo, hi), colormap=colormap)
+    return ColorStyle(
+        key,
+        kind,
+        vals,
+        rgba,
+        limits=(lo, hi),
+        colormap=colormap,
+        n_missing=int((~np.isfinite(vals)).sum()),
+        value_mode=VALUE_MODES[mode] if mode else "",
+    )
 
 
 def default_image(sdata) -> str | None:
@@ -567,6 +728,8 @@ def sdata_layers(
             continue
         table = table_for_region(sdata, name)
         key = color_by if (color_by and table and _has_key(sdata.tables[table], color_by)) else None
+        if key is None and table:
+            key = default_color_key(sdata.tables[table])  # never "Colour by X" over grey cells
         if len(shapes) > raster_threshold:
             builder = cells_labels_layer
         elif "radius" in shapes.columns:

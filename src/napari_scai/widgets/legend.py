@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtGui import QColor, QIcon, QPixmap
+from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QColorDialog, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
+from napari_scai._colors import MISSING_COLOR
+from napari_scai.widgets._common import swatch
 
-def _swatch(color: str) -> QIcon:
-    pix = QPixmap(14, 14)
-    pix.fill(QColor(color))
-    return QIcon(pix)
+#: Legend row of the objects without a value.
+MISSING_LABEL = "no value"
 
 
 class LegendWidget(QWidget):
@@ -27,6 +27,7 @@ class LegendWidget(QWidget):
         super().__init__(parent)
         self.list = QListWidget()
         self.list.setObjectName("legend_list")
+        self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.list)
@@ -41,39 +42,66 @@ class LegendWidget(QWidget):
         return color.name() if color.isValid() else None
 
     def set_categories(
-        self, categories: list[str], colors: list[str], counts: list[int], hidden: set[str]
+        self,
+        categories: list[str],
+        colors: list[str],
+        counts: list[int],
+        hidden: set[str],
+        n_missing: int = 0,
     ) -> None:
-        """Show ``categories`` (replacing what was shown)."""
+        """Show ``categories`` (replacing what was shown), plus a "no value" row if any.
+
+        Long names are elided in the middle to the list's width; the tooltip has the full name.
+        """
         self._updating = True
         self.list.clear()
         for cat, color, count in zip(categories, colors, counts, strict=True):
-            item = QListWidgetItem(_swatch(color), f"{cat}  ({count})")
+            item = QListWidgetItem(swatch(color), f"{cat}  ({count})")
             item.setData(Qt.ItemDataRole.UserRole, (cat, color))
+            item.setToolTip(f"{cat}: {count} objects")
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Unchecked if cat in hidden else Qt.CheckState.Checked)
             self.list.addItem(item)
+        if n_missing:
+            item = QListWidgetItem(swatch(MISSING_COLOR), f"{MISSING_LABEL}  ({n_missing})")
+            item.setData(Qt.ItemDataRole.UserRole, None)  # not a class: cannot be hidden
+            item.setToolTip(f"{n_missing} objects without a value (drawn grey)")
+            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsUserCheckable)
+            self.list.addItem(item)
         self._updating = False
 
+    def _items(self) -> list[QListWidgetItem]:
+        items = [self.list.item(i) for i in range(self.list.count())]
+        return [it for it in items if it.data(Qt.ItemDataRole.UserRole) is not None]
+
     def categories(self) -> list[str]:
-        return [
-            self.list.item(i).data(Qt.ItemDataRole.UserRole)[0] for i in range(self.list.count())
-        ]
+        return [it.data(Qt.ItemDataRole.UserRole)[0] for it in self._items()]
+
+    def n_missing(self) -> int:
+        """The count on the "no value" row (0 when there is none)."""
+        for i in range(self.list.count()):
+            it = self.list.item(i)
+            if it.data(Qt.ItemDataRole.UserRole) is None:
+                return int(it.text().rsplit("(", 1)[1].rstrip(")"))
+        return 0
 
     def hidden(self) -> set[str]:
         return {
-            self.list.item(i).data(Qt.ItemDataRole.UserRole)[0]
-            for i in range(self.list.count())
-            if self.list.item(i).checkState() != Qt.CheckState.Checked
+            it.data(Qt.ItemDataRole.UserRole)[0]
+            for it in self._items()
+            if it.checkState() != Qt.CheckState.Checked
         }
 
     def item_for(self, category: str) -> QListWidgetItem:
-        return self.list.item(self.categories().index(category))
+        return self._items()[self.categories().index(category)]
 
     def _on_item_changed(self, _item) -> None:
         if not self._updating:
             self.visibilityChanged.emit(self.hidden())
 
     def _on_double_click(self, item: QListWidgetItem) -> None:
+        if item.data(Qt.ItemDataRole.UserRole) is None:
+            return
         cat, color = item.data(Qt.ItemDataRole.UserRole)
         new = self._pick_color(color)
         if new:

@@ -79,6 +79,7 @@ class OverlayWidget(QWidget):
         self.cs_combo.setToolTip("Coordinate system the sample is drawn in")
         self.key_combo = QComboBox()
         self.key_combo.setEditable(True)
+        self.key_combo.lineEdit().setPlaceholderText("choose a column or gene")
         self.key_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.key_combo.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
         self.key_combo.completer().setFilterMode(Qt.MatchFlag.MatchContains)
@@ -90,6 +91,14 @@ class OverlayWidget(QWidget):
             box.setDecimals(3)
             box.setRange(-1e12, 1e12)
             box.setKeyboardTracking(False)
+        self.values_combo = QComboBox()
+        self.values_combo.addItem("log-normalised", "lognorm")
+        self.values_combo.addItem("raw", "raw")
+        self.values_combo.setToolTip(
+            "Gene values: log1p of counts per 10,000 (scanpy's normalize_total + log1p), or X "
+            "as stored. Limits default to the 1st-99th percentiles."
+        )
+        self.values_label = QLabel("Values")
         self.legend = LegendWidget(pick_color=pick_color)
         self.export_button = QPushButton("Save view as PNG…")
 
@@ -97,6 +106,7 @@ class OverlayWidget(QWidget):
         form.addRow("Layer", self.layer_combo)
         form.addRow("Coordinates", self.cs_combo)
         form.addRow("Colour by", self.key_combo)
+        form.addRow(self.values_label, self.values_combo)
         self.colorbar_row = QWidget()
         bar = QHBoxLayout(self.colorbar_row)
         bar.setContentsMargins(0, 0, 0, 0)
@@ -110,6 +120,8 @@ class OverlayWidget(QWidget):
         layout.addWidget(self.export_button)
 
         self.style = None
+        self.value_mode = "auto"  # gene values: "auto" until the user picks one
+        self._show_style(None)
         self._busy = False  # True while this widget recolours (its own events are not news)
         self._watched = None
         self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
@@ -120,6 +132,7 @@ class OverlayWidget(QWidget):
         self.key_combo.lineEdit().returnPressed.connect(
             lambda: self.set_key(self.key_combo.currentText())
         )
+        self.values_combo.activated.connect(lambda _i: self._on_values())
         self.vmin.valueChanged.connect(self._on_limits)
         self.vmax.valueChanged.connect(self._on_limits)
         self.legend.visibilityChanged.connect(lambda _h: self._apply())
@@ -179,6 +192,11 @@ class OverlayWidget(QWidget):
             if source.color_key:
                 self.key_combo.setCurrentText(source.color_key)
                 self._show_style(source.extra.get("style"))
+        if self.style is None:
+            # nothing drawn by a key: say so, rather than show the first key over grey cells
+            self.key_combo.setCurrentIndex(-1)
+            self.key_combo.setEditText("")
+            self._show_style(None)
         self.cs_combo.blockSignals(False)
         self.key_combo.blockSignals(False)
 
@@ -196,7 +214,7 @@ class OverlayWidget(QWidget):
         if layer is None or not key:
             return
         try:
-            style = self._recolor(layer, key)
+            style = self._recolor(layer, key, values=self.value_mode)
         except KeyError as err:
             notify_error(str(err.args[0]))
             return
@@ -223,13 +241,26 @@ class OverlayWidget(QWidget):
 
     def _show_style(self, style) -> None:
         self.style = style
+        self.values_label.setVisible(bool(style is not None and style.value_mode))
+        self.values_combo.setVisible(bool(style is not None and style.value_mode))
         if style is None:
+            self.legend.set_categories([], [], [], hidden=set())
+            self.legend.setVisible(False)
+            self.colorbar_row.setVisible(False)
             return
+        if style.value_mode:
+            self.values_combo.blockSignals(True)
+            self.values_combo.setCurrentText(style.value_mode)
+            self.values_combo.blockSignals(False)
         if style.kind == "categorical":
             self.colorbar_row.setVisible(False)
             self.legend.setVisible(True)
             self.legend.set_categories(
-                style.categories, style.category_colors, style.counts, hidden=style.hidden
+                style.categories,
+                style.category_colors,
+                style.counts,
+                hidden=style.hidden,
+                n_missing=style.n_missing,
             )
         else:
             self.legend.setVisible(False)
@@ -247,8 +278,23 @@ class OverlayWidget(QWidget):
             self.style = self._recolor(self.layer, self.style.key, hidden=self.legend.hidden())
         else:
             self.style = self._recolor(
-                self.layer, self.style.key, limits=(self.vmin.value(), self.vmax.value())
+                self.layer,
+                self.style.key,
+                limits=(self.vmin.value(), self.vmax.value()),
+                values=self.value_mode,
             )
+
+    def set_values(self, mode: str) -> None:
+        """Gene values ``"lognorm"`` or ``"raw"``; recolours with fresh percentile limits."""
+        self.value_mode = mode
+        i = self.values_combo.findData(mode)
+        if i >= 0:
+            self.values_combo.setCurrentIndex(i)
+        if self.style is not None and self.style.value_mode and self.layer is not None:
+            self._show_style(self._recolor(self.layer, self.style.key, values=mode))
+
+    def _on_values(self) -> None:
+        self.set_values(self.values_combo.currentData())
 
     def _on_limits(self, *_args) -> None:
         if self.style is not None and self.style.kind == "continuous":
@@ -267,7 +313,11 @@ class OverlayWidget(QWidget):
         hidden = self.legend.hidden()
         self.style = self._recolor(self.layer, key, hidden=hidden)
         self.legend.set_categories(
-            self.style.categories, self.style.category_colors, self.style.counts, hidden
+            self.style.categories,
+            self.style.category_colors,
+            self.style.counts,
+            hidden,
+            n_missing=self.style.n_missing,
         )
 
     def _on_export(self) -> None:
