@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import platform
-import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import provenance_line  # noqa: E402
 from napari_scai.tl._annotate import annotate_from_shapes, points_in_polygons
 
 N_CELLS = 1_000_000
@@ -75,17 +77,8 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip() or "uncommitted"
-    except (OSError, subprocess.CalledProcessError):
-        return "uncommitted"
+    """The commit and clean/dirty state of the tree, computed (``benchmarks/_provenance.py``)."""
+    return provenance_line()
 
 
 def main() -> None:
@@ -161,7 +154,7 @@ def main() -> None:
             f"\n## Annotation\n\n"
             f"`python benchmarks/annotate.py` — {stamp}; device: {device}; "
             f"numpy {np.__version__}, shapely {shapely.__version__}; "
-            f"commit {git_commit()}.\n\n{header}\n\n{table}\n"
+            f"{git_commit()}.\n\n{header}\n\n{table}\n"
         )
         if not RESULTS.exists():
             block = "# Benchmark results\n" + block

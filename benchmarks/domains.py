@@ -20,7 +20,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import subprocess
 import sys
 import threading
 import time
@@ -32,6 +31,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _data import labels_of, load, make_synthetic_section  # noqa: E402
+from _provenance import provenance_line  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 K = 7
@@ -268,19 +268,7 @@ def main(argv=None) -> None:
     if args.methods != "all":
         pick = {"gnn": names[0], "a": names[1], "b": names[2]}
         names = [pick[m.strip()] for m in args.methods.split(",")]
-    commit = os.environ.get("SCAI_COMMIT", "")  # set where the copy has no .git (GPU machine)
-    try:
-        commit = commit or (
-            subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"],
-                capture_output=True,
-                text=True,
-                cwd=Path(__file__).resolve().parent,
-            ).stdout.strip()
-            or "uncommitted"
-        )
-    except OSError:
-        commit = "unknown"
+    commit = provenance_line()  # computed; SCAI_COMMIT/SCAI_TREE on a copy without .git
     rows = []
     if args.scale:
         t = time.perf_counter()
@@ -299,7 +287,7 @@ def main(argv=None) -> None:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python benchmarks/domains.py " + " ".join(sys.argv[1:] if argv is None else argv)
     header = (
-        f"`{cmd.strip()}` — {when}; device: {describe_device(device)}; commit {commit}; "
+        f"`{cmd.strip()}` — {when}; device: {describe_device(device)}; {commit}; "
         f"seeds {seeds[0]}..{seeds[-1]}; K = {K}."
     )
     print()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import platform
-import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _provenance import provenance_line  # noqa: E402
 
 
 def _render(viewer) -> None:
@@ -171,15 +173,12 @@ def main() -> None:
             target = "< 2 s: " + ("yes" if sec < 2 else "NO")
         lines.append(f"| {name} | {n:,} | {kind} | {step} | {sec:.3f} | {target} |")
     table = "\n".join(lines)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
-    ).stdout.strip()
     import napari as _napari
 
     header = (
         f"`xvfb-run -a python benchmarks/viewer.py` — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; "
-        f"device: {device()}; napari {_napari.__version__}, numpy {np.__version__}; commit {commit} "
-        "(plus uncommitted viewer work).\n\n"
+        f"device: {device()}; napari {_napari.__version__}, numpy {np.__version__}; "
+        f"{provenance_line()}.\n\n"
         f"Above {RASTER_THRESHOLD:,} objects cells are a rasterised Labels layer (discs of their radius, "
         "≤ 4096 px a side) recoloured by a pixel lookup + a ≤ 257-entry `DirectLabelColormap`; "
         f"below, napari Points of the true diameter. Building the {args.cells:,}-cell SpatialData "
