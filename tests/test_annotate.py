@@ -24,9 +24,6 @@ from napari_scai.tl._annotate import (
 )
 from tests.conftest import shared_path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-DLPFC = DATA / "visium" / "dlpfc_151673"
-
 
 def _star(rng: np.random.Generator, centre: tuple[float, float], radius: float, n: int):
     """An irregular, concave star-shaped polygon as an (n, 2) (x, y) vertex array."""
@@ -262,11 +259,12 @@ def test_import_geojson_rejects_non_geojson(tmp_path: Path) -> None:
 
 
 def _read_dlpfc_positions() -> tuple[pd.DataFrame, pd.Series]:
+    dlpfc = shared_path("visium", "dlpfc_151673")  # honours SCAI_SHARED_DATA; skips if absent
     names = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row", "pxl_col"]
     pos = pd.read_csv(
-        DLPFC / "spatial" / "tissue_positions_list.csv", header=None, names=names, index_col=0
+        dlpfc / "spatial" / "tissue_positions_list.csv", header=None, names=names, index_col=0
     )
-    labels = pd.read_csv(DLPFC / "layer_labels.csv", index_col=0)["layer_manual"]
+    labels = pd.read_csv(dlpfc / "layer_labels.csv", index_col=0)["layer_manual"]
     return pos, labels
 
 

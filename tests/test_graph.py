@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,13 +19,11 @@ from napari_scai.graph import (
 )
 from tests.conftest import shared_path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 def _positions(sample: str = "151673") -> pd.DataFrame:
-    shared_path("visium")  # skips with a reason when shared/data is absent
     pos = pd.read_csv(
-        DATA / "visium" / f"dlpfc_{sample}" / "spatial" / "tissue_positions_list.csv",
+        # honours SCAI_SHARED_DATA; skips with a reason when shared/data is absent
+        shared_path("visium", f"dlpfc_{sample}", "spatial", "tissue_positions_list.csv"),
         header=None,
         names=["barcode", "in_tissue", "row", "col", "py", "px"],
     )
