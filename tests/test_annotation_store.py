@@ -1,4 +1,8 @@
-"""Annotations drawn in the dock survive save, reopen and a save killed midway."""
+"""Annotations drawn in the dock survive save, reopen and a save that fails midway.
+
+A save killed for real (SIGKILL at random moments of the same ``io.update`` the dock calls,
+annotation polygons and ``obs['scai_annotation']`` included) is ``tests/test_io_crash.py``.
+"""
 
 from __future__ import annotations
 
@@ -115,8 +119,9 @@ def test_polygons_assign_manual_layers_and_survive_reopen(make_napari_viewer, qt
     assert not widget2.stack.can_undo  # a fresh history
 
 
-def test_killed_save_leaves_previous_store(make_napari_viewer, qtbot, store, monkeypatch):
-    """A save that dies while writing the root metadata keeps the last good store."""
+def test_failed_save_leaves_previous_store(make_napari_viewer, qtbot, store, monkeypatch):
+    """A save that fails while writing the root metadata keeps the last good store, and the
+    dock says so and can save again (a killed save: ``tests/test_io_crash.py``)."""
     from napari.utils.notifications import notification_manager
 
     from napari_scai.io import zarr as zarr_io
