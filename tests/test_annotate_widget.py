@@ -357,25 +357,6 @@ def test_widgets_are_contributed(make_napari_viewer, qtbot, dlpfc_sdata):
     assert dock.title.title.text().startswith("Annotate & compare")  # title bar: a plain label
 
 
-def test_cli_compare_prints_ari(capsys):
-    from napari_scai.cli import main
-
-    code = main(
-        [
-            "run",
-            "--sample",
-            "dlpfc_151673",
-            "--compare",
-            "layer_manual",
-            "--compare-pred",
-            "layer_manual",
-        ]
-    )
-    out = capsys.readouterr().out
-    assert code == 0
-    assert "ARI: 1.0000" in out and "NMI: 1.0000" in out
-
-
 @pytest.mark.parametrize("bad", ["nope"])
 def test_compare_unknown_column_is_an_error(make_napari_viewer, dlpfc_sdata, bad):
     viewer = make_napari_viewer()
