@@ -3,8 +3,9 @@
 Imports everything once, builds the old (``a``) and new (``b``) versions of a small synthetic
 section in memory, then for each request line ``{"op", "path", "delay"}`` forks a child that
 runs ``io.write``/``io.update`` and kills it with SIGKILL after ``delay`` seconds (``None``:
-let it finish). Replies one JSON line per request: whether the child was killed and how long
-the operation ran.
+let it finish), or has it SIGKILL itself just before its ``die_at_step``-th file-system step
+(``count_steps``: exit with the number of steps instead). Replies one JSON line per request:
+whether the child was killed (and its exit code, -9 for SIGKILL) and how long it ran.
 """
 
 from __future__ import annotations
@@ -80,6 +81,39 @@ def _run(op: str, sdata, path: str) -> None:
         io.update(sdata, path, elements=["rna", ANNOTATION_ELEMENT])
 
 
+def _kill_at_step(die_at: int | None) -> list[int]:
+    """Count the file-system steps ``napari_scai/io/zarr.py`` takes (renames, replaces,
+    deletions, copies, mkdirs); SIGKILL this process just before step ``die_at``."""
+    import pathlib
+    import shutil
+
+    counter = [0]
+    here = os.path.join("napari_scai", "io", "zarr.py")
+
+    def wrap(owner, name):
+        real = getattr(owner, name)
+
+        def hooked(*args, **kwargs):
+            if sys._getframe(1).f_code.co_filename.endswith(here):
+                counter[0] += 1
+                if counter[0] == die_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+
+        setattr(owner, name, hooked)
+
+    for owner, name in [
+        (os, "replace"),
+        (pathlib.Path, "rename"),
+        (pathlib.Path, "unlink"),
+        (pathlib.Path, "mkdir"),
+        (shutil, "rmtree"),
+        (shutil, "copy2"),
+    ]:
+        wrap(owner, name)
+    return counter
+
+
 def main() -> None:
     # Import what a write needs up front (no store I/O here: the children do that).
     import ome_zarr.writer  # noqa: F401
@@ -106,7 +140,10 @@ def main() -> None:
                 import dask
 
                 dask.config.set(scheduler="synchronous")  # no thread pool inherited from the parent
+                counter = _kill_at_step(req.get("die_at_step"))
                 _run(req["op"], new, req["path"])
+                if req.get("count_steps"):
+                    os._exit(min(counter[0], 255))
             except BaseException:  # noqa: BLE001
                 import traceback
 

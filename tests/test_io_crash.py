@@ -25,7 +25,7 @@ from tests._crash_worker import ANNOTATION_ELEMENT, ANNOTATION_KEY, make
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 
-TRIALS_PER_OP = 16
+TRIALS_PER_OP = 10
 
 
 def signature(path: Path) -> tuple:
@@ -60,8 +60,9 @@ def server():
     )
     assert json.loads(proc.stdout.readline())["ready"]
 
-    def ask(op: str, path: Path, delay: float | None) -> dict:
-        proc.stdin.write(json.dumps({"op": op, "path": str(path), "delay": delay}) + "\n")
+    def ask(op: str, path: Path, delay: float | None, **extra) -> dict:
+        req = {"op": op, "path": str(path), "delay": delay, **extra}
+        proc.stdin.write(json.dumps(req) + "\n")
         proc.stdin.flush()
         return json.loads(proc.stdout.readline())
 
@@ -98,7 +99,7 @@ def test_sigkill_leaves_old_or_new_store(server, tmp_path, op):
         outcomes.append(("new" if got == new else "old", reply["killed"]))
         assert [p.name for p in folder.iterdir()] == ["s.zarr"], "stale staging left"
         # and the recovered store takes the next change normally
-        if trial % 4 == 0:
+        if trial % 5 == 0:
             assert server(op, store, None)["code"] == 0
             assert signature(store) == new
     killed = [o for o in outcomes if o[1]]
@@ -107,3 +108,32 @@ def test_sigkill_leaves_old_or_new_store(server, tmp_path, op):
     # got past the commit point (the new content)
     assert len(killed) >= TRIALS_PER_OP // 2, outcomes
     assert ("old", True) in outcomes and any(o[0] == "new" for o in outcomes), outcomes
+
+
+@pytest.mark.parametrize("op", ["write", "update"])
+def test_sigkill_before_every_step(server, tmp_path, op):
+    """Killed just before each file-system step in turn: old content up to the commit, new
+    content after it, never anything else (every window between two renames is hit)."""
+    template = io.write(make("a"), tmp_path / "template" / "a.zarr")
+    old = signature(template)
+    (tmp_path / "count").mkdir()
+    counted = tmp_path / "count" / "s.zarr"
+    shutil.copytree(template, counted)
+    n_steps = server(op, counted, None, count_steps=True)["code"]
+    new = signature(counted)
+    assert 5 <= n_steps < 255, n_steps
+    seen = []
+    for step in range(1, n_steps + 1):
+        folder = tmp_path / f"s{step}"
+        folder.mkdir()
+        store = folder / "s.zarr"
+        shutil.copytree(template, store)
+        reply = server(op, store, None, die_at_step=step)
+        assert reply["code"] == -9, (step, reply)  # it did die by SIGKILL, at that step
+        got = signature(store)
+        assert got in (old, new), f"killed before step {step}: mixed content"
+        seen.append("new" if got == new else "old")
+        assert [p.name for p in folder.iterdir()] == ["s.zarr"], f"stale staging at {step}"
+    print(f"{op}: {n_steps} steps, outcomes {seen}")
+    # one commit point: old before it, new after it
+    assert seen == sorted(seen, key=lambda o: o == "new") and {"old", "new"} == set(seen)

@@ -66,6 +66,7 @@ def detect_format(path: str | Path) -> str | None:
 def read(path: str | Path, **kwargs):
     """Open any supported path as a SpatialData (see the module docstring for formats)."""
     path = Path(path)
+    recover(path)  # a write/update a crash interrupted is finished or undone first
     if not path.exists():
         raise ReadError(
             path, "the path does not exist", "check the spelling, or give the full path"
