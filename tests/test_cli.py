@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from napari_scai import io
 from napari_scai.cli import main, open_viewer
 from tests.conftest import shared_path
@@ -197,7 +199,14 @@ def test_info_shows_renamed_column_note(tmp_path, capsys):
     assert "warning: table 'rna': kept obs['Region'] -> obs['Region_original']" in err
 
 
-def test_run_out_on_protein_only_file_needs_no_table_flag(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("modality", "features"),
+    [
+        ("protein", ["CD3", "CD4", "CD8a", "CD19"]),
+        ("atac", ["chr1-100-600", "chr1-900-1400", "chr2-50-550", "chrX-10-510"]),
+    ],
+)
+def test_run_out_on_protein_or_atac_file_needs_no_table_flag(tmp_path, capsys, modality, features):
     import anndata as ad
     import numpy as np
     import pandas as pd
@@ -205,21 +214,21 @@ def test_run_out_on_protein_only_file_needs_no_table_flag(tmp_path, capsys):
     f = tmp_path / "adt.h5ad"
     a = ad.AnnData(
         np.random.default_rng(0).poisson(5, (40, 4)).astype(np.float32),
-        var=pd.DataFrame(index=["CD3", "CD4", "CD8a", "CD19"]),
+        var=pd.DataFrame(index=features),
     )
     a.obsm["spatial"] = np.random.default_rng(1).uniform(0, 100, (40, 2))
     a.write_h5ad(f)
     out = tmp_path / "adt.zarr"
     assert main(["run", str(f), "--out", str(out)]) == 0, capsys.readouterr().err
-    assert list(io.read(out).tables) == ["protein"]
+    assert list(io.read(out).tables) == [modality]
     # asking for an analysis still names the table problem, before anything is written
     assert main(["run", str(f), "--domains", "3", "--out", str(tmp_path / "b.zarr")]) == 2
-    assert "table 'rna' not found; tables: ['protein']" in _one_error_line(capsys.readouterr().err)
+    assert f"table 'rna' not found; tables: ['{modality}']" in _one_error_line(
+        capsys.readouterr().err
+    )
 
 
 def test_version_and_help_text(capsys):
-    import pytest
-
     from napari_scai import __version__
     from napari_scai.cli import build_parser
 
