@@ -7,6 +7,7 @@ unchanged: on a table read from a Space Ranger folder and on one from a store we
 from __future__ import annotations
 
 import json
+import shutil
 
 import matplotlib
 
@@ -26,10 +27,13 @@ FOLDER = sample_data_dir() / "dlpfc_151673"
 LIB = "dlpfc_151673"
 
 
-def _visium_table():
+@pytest.fixture(scope="module")
+def visium_store(tmp_path_factory):
+    """The bundled Space Ranger folder read once, and written once as a store."""
     sdata = io.read(FOLDER)
     add_layer_labels(sdata, FOLDER / "layer_labels.csv")
-    return sdata
+    store = io.write(sdata, tmp_path_factory.mktemp("store") / "s.zarr")
+    return sdata, store
 
 
 def _check_layout(table) -> None:
@@ -52,7 +56,12 @@ def _check_layout(table) -> None:
 
 
 def _plots(table, out_dir, tag: str) -> None:
-    """Both plotting functions, unchanged arguments; the spots must sit on the tissue image."""
+    """Both plotting functions, unchanged arguments; the spots must sit on the tissue image.
+
+    On a band of the section (a third of the spots, contiguous, so the lattice stays whole)
+    to keep the test fast; its uns['spatial'] is the full table's.
+    """
+    table = table[table.obs["array_row"].between(20, 45)].copy()
     sc.pl.spatial(table, color="layer_manual", show=False)
     fig = plt.gcf()
     ax = fig.axes[0]
@@ -85,16 +94,15 @@ def _plots(table, out_dir, tag: str) -> None:
     assert np.median(degree) == 6  # hexagonal spot lattice
 
 
-def test_scanpy_and_squidpy_draw_a_visium_table(tmp_path):
-    table = _visium_table().tables["rna"]
+def test_scanpy_and_squidpy_draw_a_visium_table(tmp_path, visium_store):
+    table = visium_store[0].tables["rna"].copy()
     _check_layout(table)
     _plots(table, tmp_path, "visium")
     assert (tmp_path / "sc_spatial_visium.png").stat().st_size > 10_000
 
 
-def test_scanpy_and_squidpy_draw_a_table_from_our_store(tmp_path):
-    sdata = _visium_table()
-    store = io.write(sdata, tmp_path / "s.zarr")
+def test_scanpy_and_squidpy_draw_a_table_from_our_store(tmp_path, visium_store):
+    store = shutil.copytree(visium_store[1], tmp_path / "s.zarr")
     # the store keeps the pixels once, in the image element, not again in the table's uns
     uns_arrays = [
         p for p in (store / "tables" / "rna" / "uns").rglob("zarr.json") if "images" in str(p)
@@ -109,3 +117,18 @@ def test_scanpy_and_squidpy_draw_a_table_from_our_store(tmp_path):
     _check_layout(io.read(store).tables["rna"])
     # the memory is untouched by writing: the caller's table still holds its images
     assert "lowres" in back.tables["rna"].uns["spatial"][LIB]["images"]
+
+
+def test_store_written_before_tables_carried_images(tmp_path, visium_store):
+    """An older store (uns['spatial'] with scale factors only) is drawn by scanpy too."""
+    sdata = io.read(visium_store[1])
+    entry = sdata.tables["rna"].uns["spatial"][LIB]
+    sdata.tables["rna"].uns["spatial"] = {
+        LIB: {"scalefactors": entry["napari_scai_spaceranger_scalefactors"]}
+    }
+    store = io.write(sdata, tmp_path / "old.zarr")  # images are loaded, then written
+    table = io.read(store).tables["rna"]
+    _check_layout(table)
+    sc.pl.spatial(table, color="layer_manual", show=False)
+    assert plt.gcf().axes[0].images
+    plt.close("all")

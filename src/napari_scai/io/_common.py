@@ -340,21 +340,44 @@ def tables_without_uns_images(tables: dict, stored_images: Iterable[str]) -> dic
 def restore_uns_images(sdata) -> None:
     """Refill ``uns['spatial'][library]['images']`` of tables read from a store (in place)."""
     cache: dict[str, np.ndarray] = {}
+
+    def pixels(element: str) -> np.ndarray:
+        if element not in cache:
+            image = sdata.images[element]
+            if hasattr(image, "children") and image.children:  # multiscale: full level
+                image = next(iter(image.values()))["image"]
+            cache[element] = scanpy_image(np.asarray(image))
+        return cache[element]
+
     for table in sdata.tables.values():
         spatial = table.uns.get("spatial")
         if not isinstance(spatial, dict):
             continue
-        for entry in spatial.values():
-            if not isinstance(entry, dict) or UNS_IMAGE_ELEMENTS not in entry:
+        for library, entry in list(spatial.items()):
+            if not isinstance(entry, dict):
+                continue
+            if UNS_IMAGE_ELEMENTS not in entry and not entry.get("images"):
+                # a store written before tables carried images: link the sample's images
+                found = {
+                    res: f"{sanitize_name(library)}_{res}_image"
+                    for res in ("hires", "lowres")
+                    if f"{sanitize_name(library)}_{res}_image" in sdata.images
+                }
+                if found and "scalefactors" in entry:
+                    set_uns_spatial(
+                        table,
+                        str(library),
+                        images={res: (pixels(el), el) for res, el in found.items()},
+                        scalefactors=entry["scalefactors"],
+                        metadata=entry.get("metadata"),
+                    )
+                    spatial = table.uns["spatial"]
+                continue
+            if UNS_IMAGE_ELEMENTS not in entry:
                 continue
             images = dict(entry.get("images", {}))
             for res, element in dict(entry[UNS_IMAGE_ELEMENTS]).items():
                 if res in images or element not in sdata.images:
                     continue
-                if element not in cache:
-                    image = sdata.images[element]
-                    if hasattr(image, "children") and image.children:  # multiscale: full level
-                        image = next(iter(image.values()))["image"]
-                    cache[element] = scanpy_image(np.asarray(image))
-                images[res] = cache[element]
+                images[res] = pixels(element)
             entry["images"] = images
