@@ -28,6 +28,8 @@ def manual_layer_polygons(adata, key: str = "layer_manual") -> list[tuple[str, n
         union = shapely.union_all(cells[(labels == cls).to_numpy()])
         # A hand-drawn outline has far fewer vertices than a union of Voronoi cells.
         union = shapely.simplify(union, 0.1 * pitch, preserve_topology=True)
+        # vertices on a 1/20-pitch grid: no near-collinear float noise for the triangulator
+        union = shapely.set_precision(union, 0.05 * pitch)
         for part in shapely.get_parts(union):
             outline = shapely.make_valid(shapely.Polygon(part.exterior))  # no holes, no pinches
             for piece in shapely.get_parts(outline):

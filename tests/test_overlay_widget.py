@@ -188,17 +188,23 @@ def test_coordinate_system_combo_redraws(overlay, qtbot):
     sdata = points.metadata["sdata"]
     for element in [*sdata.images.values(), *sdata.shapes.values()]:
         half = Sequence([get_transformation(element, "global"), Scale([0.5, 0.5], axes=("x", "y"))])
-        set_transformation(element, half, to_coordinate_system="microns")
+        set_transformation(element, half, to_coordinate_system="half")
     widget.refresh_layers()
     assert [widget.cs_combo.itemText(i) for i in range(widget.cs_combo.count())] == [
         "global",
+        "half",
         "microns",
     ]
-    widget.cs_combo.setCurrentText("microns")
+    assert widget.cs_combo.currentText() == "microns"  # drawn in µm by default (Visium)
+    widget.cs_combo.setCurrentText("half")
     widget.cs_combo.activated.emit(widget.cs_combo.currentIndex())
     new = widget.layer
-    assert new is not points and new.metadata["scai"].coordinate_system == "microns"
-    np.testing.assert_allclose(new.data, points.data / 2)
+    assert new is not points and new.metadata["scai"].coordinate_system == "half"
+    from napari_scai.viewer._scale import microns_per_pixel
+
+    um_per_px = microns_per_pixel(sdata)
+    np.testing.assert_allclose(new.data, points.data / um_per_px / 2)
+    assert new.units[0] == "pixel"  # not µm any more: the scale bar follows
     assert (
         widget.key_combo.currentText() == "layer_manual" and widget.legend.categories()[0] == "L1"
     )

@@ -281,16 +281,16 @@ def test_coordinate_system_switch_redraws(make_napari_viewer, dlpfc_sdata):
     for element in [*dlpfc_sdata.images.values(), *dlpfc_sdata.shapes.values()]:
         to_global = get_transformation(element, "global")
         half = Sequence([to_global, Scale([0.5, 0.5], axes=("x", "y"))])
-        set_transformation(element, half, to_coordinate_system="microns")
+        set_transformation(element, half, to_coordinate_system="half")
     viewer = make_napari_viewer()
-    layers = add_sdata(viewer, dlpfc_sdata, color_by="layer_manual")
+    layers = add_sdata(viewer, dlpfc_sdata, color_by="layer_manual", coordinate_system="global")
     before = {ly.name: np.asarray(ly.extent.world)[:, -2:] for ly in layers}
-    new = set_coordinate_system(viewer, dlpfc_sdata, "microns")
+    new = set_coordinate_system(viewer, dlpfc_sdata, "half")
     assert (
         [ly.name for ly in new] == [ly.name for ly in layers] == [ly.name for ly in viewer.layers]
     )
     for ly in new:
-        assert ly.metadata["scai"].coordinate_system == "microns"
+        assert ly.metadata["scai"].coordinate_system == "half"
         np.testing.assert_allclose(
             np.asarray(ly.extent.world)[:, -2:], before[ly.name] * 0.5, rtol=0.02, atol=2
         )

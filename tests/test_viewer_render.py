@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from matplotlib.colors import to_rgb
 
 from tests._screen import canvas_shot, show_and_settle, world_to_screen
@@ -76,9 +77,14 @@ def _run_length(line: np.ndarray, centre: int, rgb: np.ndarray) -> int:
 def test_spot_diameter_on_screen_is_true_scale(make_napari_viewer, qtbot, dlpfc_sdata):
     viewer = make_napari_viewer(show=True)
     points = _dlpfc_in_viewer(viewer, dlpfc_sdata)
-    diameter = float(np.asarray(points.size)[0])  # full-res px: spot_diameter_fullres
+    diameter = float(np.asarray(points.size)[0])  # world: µm (the "microns" system)
+    assert points.metadata["scai"].coordinate_system == "microns"
+    from napari_scai.viewer._scale import microns_per_pixel
+
+    # spot_diameter_fullres (96.4 px) in µm, by the 100 µm lattice: ~70 µm
+    assert np.isclose(diameter, 96.40082438014726 * microns_per_pixel(dlpfc_sdata))
     sdata_diameter = 2 * float(dlpfc_sdata.shapes["dlpfc_151673_spots"]["radius"].iloc[0])
-    assert np.isclose(diameter, sdata_diameter)
+    assert np.isclose(sdata_diameter, 96.40082438014726)  # its full-res px, as stored
 
     # A spot near the middle of the section; neighbours are 100 µm away, the spot 55 µm wide.
     i = int(np.argmin(np.linalg.norm(points.data - points.data.mean(axis=0), axis=1)))
@@ -97,3 +103,59 @@ def test_spot_diameter_on_screen_is_true_scale(make_napari_viewer, qtbot, dlpfc_
         assert abs(measured - expected) <= 0.05 * expected, (
             f"spot is {measured} px on screen, expected {expected:.1f}"
         )
+
+
+def test_microns_per_pixel_of_visium_is_true(dlpfc_sdata):
+    """The Visium lattice is the ruler: 100 µm between same-row neighbours (2 array_col steps)."""
+    from scipy.spatial import cKDTree
+
+    from napari_scai.datasets import synthetic_section
+    from napari_scai.viewer._scale import add_microns_coordinate_system, microns_per_pixel
+
+    adata = dlpfc_sdata.tables["rna"]
+    um = microns_per_pixel(dlpfc_sdata)
+    assert um == pytest.approx(0.7261, abs=5e-4)
+    # independent checks: nearest neighbours 100 µm apart; a row 100 µm per 2 columns
+    xy = np.asarray(adata.obsm["spatial"], dtype=float)
+    d, _ = cKDTree(xy).query(xy, k=2)
+    assert np.median(d[:, 1]) * um == pytest.approx(100.0, rel=0.01)
+    row = adata.obs["array_row"].to_numpy()
+    col = adata.obs["array_col"].to_numpy()
+    pos = {(r, c): p for r, c, p in zip(row, col, xy, strict=True)}
+    gaps = [np.linalg.norm(pos[(r, c + 2)] - p) for (r, c), p in pos.items() if (r, c + 2) in pos]
+    assert np.median(gaps) * um == pytest.approx(100.0, rel=0.005)
+    # spot_diameter_fullres is not a 55 µm ruler here: 96.4 px are ~70 µm
+    assert 96.40082438014726 * um == pytest.approx(70.0, abs=0.5)
+    # without array indices the nearest-neighbour pitch gives the same figure
+    bare = adata.copy()
+    bare.obs = bare.obs.drop(columns=["array_row", "array_col"])
+    assert microns_per_pixel(bare) == pytest.approx(um, rel=0.01)
+    assert add_microns_coordinate_system(dlpfc_sdata) == um
+    assert "microns" in dlpfc_sdata.coordinate_systems
+    cells = synthetic_section(50, n_genes=2, kind="cells")
+    assert microns_per_pixel(cells) is None and add_microns_coordinate_system(cells) is None
+    spots = synthetic_section(400, n_genes=2, kind="visium")
+    assert microns_per_pixel(spots) == pytest.approx(0.7261, rel=0.01)  # built like DLPFC
+
+
+def test_scale_bar_reads_micrometres(make_napari_viewer, qtbot, dlpfc_sdata):
+    viewer = make_napari_viewer(show=True)
+    points = _dlpfc_in_viewer(viewer, dlpfc_sdata)
+    assert viewer.scale_bar.visible
+    assert all(str(u) == "micrometer" for ly in viewer.layers for u in ly.units)
+    show_and_settle(viewer, qtbot)
+    viewer.camera.center = tuple(points.data.mean(axis=0))
+    viewer.camera.zoom = 1.0  # 1 screen px per µm
+    qtbot.wait(100)
+    canvas = viewer.window._qt_viewer.canvas
+    (visual,) = canvas._viewer_overlay_to_visual[viewer.scale_bar]
+    text = visual.node.text.text
+    assert text.endswith("µm"), text
+    value = float(text.split()[0])
+    # the bar's length on screen (logical px) over the zoom is its length in world µm
+    assert visual._current_length / viewer.camera.zoom == pytest.approx(value, rel=0.01)
+    # neighbouring spots (100 µm apart) are 100 logical px apart at this zoom
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(points.data).query(points.data, k=2)
+    assert np.median(d[:, 1]) * viewer.camera.zoom == pytest.approx(100.0, rel=0.01)

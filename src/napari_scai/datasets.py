@@ -79,8 +79,7 @@ def load_sample(name: str):
 # Synthetic sections (the one generator used by tests, benchmarks and the viewer)
 # ---------------------------------------------------------------------------------------------
 
-#: Visium geometry: spot diameter and centre-to-centre distance in µm.
-VISIUM_SPOT_DIAMETER_UM = 55.0
+#: Visium: centre-to-centre distance of neighbouring spots, µm.
 VISIUM_SPOT_SPACING_UM = 100.0
 
 
@@ -120,9 +119,9 @@ def synthetic_section(
     kind
         ``"cells"``: cells uniformly scattered, ~10 coordinate units apart, table ``rna`` over a
         ``{sample}_cells`` circles element. ``"visium"``: spots on the Visium hexagonal lattice
-        (``obs['array_row']``, ``obs['array_col']``) in full-resolution pixels, with Visium scale
-        factors in ``uns['spatial'][sample]['scalefactors']`` (``spot_diameter_fullres`` px =
-        55 µm), over a ``{sample}_spots`` element.
+        (``obs['array_row']``, ``obs['array_col']``, 100 µm apart) in full-resolution pixels at
+        DLPFC 151673's scale (0.7261 µm/px), with Visium scale factors in
+        ``uns['spatial'][sample]['scalefactors']``, over a ``{sample}_spots`` element.
     layout
         ``"bands"`` or ``"bands+islands"``.
     n_markers, depth
@@ -168,10 +167,10 @@ def synthetic_section(
         lo, span = np.zeros(2), np.array([side, side])
         radius = 3.0 if radius is None else float(radius)
     else:
-        # DLPFC-like scale: 96.4 full-res px per 55 µm spot diameter
+        # DLPFC 151673's scale: 0.7261 µm per full-res px (100 µm lattice = 137.7 px) and
+        # spot_diameter_fullres 96.4 px, as Space Ranger wrote it there
         diameter_px = 96.4
-        px_per_um = diameter_px / VISIUM_SPOT_DIAMETER_UM
-        spacing = VISIUM_SPOT_SPACING_UM * px_per_um
+        spacing = VISIUM_SPOT_SPACING_UM / 0.7261
         n_col = int(np.ceil(np.sqrt(n_cells * 2 / np.sqrt(3))))
         idx = np.arange(n_cells)
         row, k = idx // n_col, idx % n_col

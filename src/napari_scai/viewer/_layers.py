@@ -709,15 +709,23 @@ def sdata_layers(
     sdata,
     *,
     color_by: str | None = None,
-    coordinate_system: str = COORDINATE_SYSTEM,
+    coordinate_system: str | None = None,
     raster_threshold: int = RASTER_THRESHOLD,
 ) -> list:
     """Layer tuples for a whole SpatialData in one coordinate system.
 
     Images first (the best one visible), then each shapes element: circles as Points,
     polygons as Shapes, and either as a rasterised Labels layer above ``raster_threshold``
-    objects. Elements not in ``coordinate_system`` are left out.
+    objects. Elements not in ``coordinate_system`` are left out. The default coordinate
+    system is ``microns`` where the pixel size is known (Visium; added in memory, see
+    :mod:`napari_scai.viewer._scale`), else ``global``; layers carry ``units`` so napari's
+    scale bar reads µm (or pixels).
     """
+    from napari_scai.viewer._scale import MICRONS, default_coordinate_system
+
+    if coordinate_system is None:
+        coordinate_system = default_coordinate_system(sdata)
+    units = ("um", "um") if coordinate_system == MICRONS else ("pixel", "pixel")
     layers = []
     best = default_image(sdata)
     for name, element in sdata.images.items():
@@ -739,6 +747,8 @@ def sdata_layers(
         layers.append(
             builder(sdata, name, table=table, color_by=key, coordinate_system=coordinate_system)
         )
+    for _data, kwargs, _kind in layers:
+        kwargs["units"] = units
     return layers
 
 

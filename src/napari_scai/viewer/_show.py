@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from napari_scai.io._common import COORDINATE_SYSTEM
 from napari_scai.viewer._layers import (
     RASTER_THRESHOLD,
     ColorStyle,
@@ -18,6 +17,7 @@ from napari_scai.viewer._layers import (
     raster_colors,
     sdata_layers,
 )
+from napari_scai.viewer._scale import show_scale_bar
 
 Layout = str  # "side-by-side" or "stacked"
 
@@ -130,7 +130,7 @@ def add_sdata(
     sdata,
     *,
     color_by: str | None = None,
-    coordinate_system: str = COORDINATE_SYSTEM,
+    coordinate_system: str | None = None,
     offset: Sequence[float] = (0.0, 0.0),
     reset_view: bool = True,
     raster_threshold: int = RASTER_THRESHOLD,
@@ -146,7 +146,9 @@ def add_sdata(
     color_by
         Obs column, feature (gene/protein/peak, or its symbol) or ``"obsm_key:j"`` to colour by.
     coordinate_system
-        The SpatialData coordinate system napari's world shows.
+        The SpatialData coordinate system napari's world shows; default ``microns`` where the
+        pixel size is known (Visium), else ``global``. napari's scale bar is switched on, in
+        µm (or pixels).
     offset
         (y, x) world units added to every layer (samples side by side; see :func:`add_samples`).
     reset_view
@@ -161,6 +163,8 @@ def add_sdata(
         raster_threshold=raster_threshold,
     )
     added = _add_tuples(viewer, tuples, np.asarray(offset, dtype=float))
+    if added:
+        show_scale_bar(viewer, added, added[0].metadata["scai"].coordinate_system)
     colourable = [ly for ly in added if ly.metadata.get("adata") is not None]
     if colourable:
         viewer.layers.selection.active = colourable[0]
@@ -176,7 +180,7 @@ def add_samples(
     layout: Layout = "side-by-side",
     gap: float = 0.05,
     color_by: str | None = None,
-    coordinate_system: str = COORDINATE_SYSTEM,
+    coordinate_system: str | None = None,
     raster_threshold: int = RASTER_THRESHOLD,
 ) -> list[list]:
     """Draw several samples next to each other, each with its own images; return layers per sample.
@@ -204,6 +208,10 @@ def add_samples(
         offset[1 - axis] = boxes[0][0][1 - axis] - lo[1 - axis]
         out.append(_add_tuples(viewer, tuples, offset))
         cursor = cursor + (hi - lo)[axis] + spacing
+    if out and out[0]:
+        show_scale_bar(
+            viewer, [ly for o in out for ly in o], out[0][0].metadata["scai"].coordinate_system
+        )
     viewer.reset_view()
     return out
 
