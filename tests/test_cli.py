@@ -73,13 +73,9 @@ def test_view_opens_sample_with_docks(qtbot):
         assert names[:2] == ["dlpfc_151673_lowres_image", "dlpfc_151673_spots"]
         assert viewer.layers["dlpfc_151673_spots"].metadata["scai"].color_key == "layer_manual"
         docks = " ".join(viewer.window._dock_widgets)
-        for name in (
-            "Tissue overlay",
-            "Spatial domains",
-            "Annotate & compare",
-            "Compare with reference",
-        ):
+        for name in ("Tissue overlay", "Spatial domains", "Annotate & compare"):
             assert name in docks, docks
+        assert "Compare with reference" not in docks  # Compare is a tab of Annotate & compare
     finally:
         viewer.close()
 
