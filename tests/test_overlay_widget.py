@@ -159,9 +159,10 @@ def test_export_png_has_the_legend(make_napari_viewer, qtbot, dlpfc_sdata, tmp_p
     canvas = viewer.screenshot(canvas_only=True, flash=False)
     out = widget.export(tmp_path / "view.png")
     img = np.asarray(Image.open(out).convert("RGB")).astype(int)
-    assert (
-        img.shape[1] > img.shape[0] * canvas.shape[1] / canvas.shape[0] * 1.2
-    )  # room for the legend
+    from napari_scai.viewer._export import data_box
+
+    r0, r1, c0, c1 = data_box(viewer, np.asarray(canvas))
+    assert img.shape[1] > img.shape[0] * (c1 - c0) / (r1 - r0) * 1.2  # room for the legend
     legend = img[:, int(img.shape[1] / 1.35) :]
     colours = widget.style.category_colors
     assert len(colours) == 7
@@ -327,3 +328,52 @@ def test_nothing_to_colour_by_says_so(make_napari_viewer):
     assert widget.key_combo.currentText() == ""  # not "Colour by CellID" over grey cells
     assert not widget.legend.isVisibleTo(widget) and not widget.colorbar_row.isVisibleTo(widget)
     assert widget.key_combo.lineEdit().placeholderText() == "choose a column or gene"
+
+
+def test_export_has_no_black_bars(make_napari_viewer, qtbot, dlpfc_sdata, tmp_path):
+    """A wide canvas around a square section: the figure keeps the section, not the black."""
+    from PIL import Image
+
+    from napari_scai.viewer._export import LEGEND_WIDTH_RATIO
+
+    viewer = make_napari_viewer(show=True)
+    add_sdata(viewer, dlpfc_sdata, color_by="layer_manual")
+    viewer.window._qt_window.resize(1400, 600)
+    qtbot.wait(100)
+    viewer.reset_view()
+    qtbot.wait(100)
+    widget = OverlayWidget(viewer)
+    qtbot.addWidget(widget)
+    canvas = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(int)
+    black_cols = (canvas.max(axis=(0, 2)) < 10).mean()
+    assert black_cols > 0.2  # the canvas itself is letterboxed (the premise)
+    img = np.asarray(Image.open(widget.export(tmp_path / "v.png")).convert("RGB")).astype(int)
+    view = img[:, : int(img.shape[1] / LEGEND_WIDTH_RATIO)]
+    assert (view.max(axis=(0, 2)) < 10).mean() < 0.02, "black columns left in the figure"
+    assert (view.max(axis=(1, 2)) < 10).mean() < 0.02, "black rows left in the figure"
+
+
+def test_long_names_are_elided_with_the_full_name_in_a_tooltip(overlay, qtbot):
+    viewer, widget, points = overlay
+    adata = points.metadata["adata"]
+    long_gene = "A_VERY_LONG_GENE_SYMBOL_FROM_SOME_ANNOTATION_PIPELINE_v2.3"
+    symbols = adata.var["gene_symbol"].astype(str).to_numpy().copy()
+    symbols[symbols == "MOBP"] = long_gene
+    adata.var["gene_symbol"] = symbols
+    widget.set_key(long_gene)
+    label = widget.key_label
+    assert "…" in label.text() and len(label.text()) < len(long_gene)
+    assert label.toolTip() == f"{long_gene} (log-normalised)"
+    assert widget.key_combo.toolTip() == long_gene
+    long_class = "Layer 3 (superficial pyramidal neurons, upper part, manual call)"
+    obs = adata.obs["layer_manual"].cat.rename_categories({"L3": long_class})
+    adata.obs["layer_manual"] = obs
+    widget.set_key("layer_manual")
+    item = widget.legend.item_for(long_class)
+    assert long_class in item.toolTip()
+    assert widget.legend.list.textElideMode() == Qt.TextElideMode.ElideMiddle
+    from napari_scai.viewer._export import elide
+
+    short = elide(long_class)
+    assert short.startswith("Layer 3 (super") and short.endswith("manual call)")
+    assert "…" in short and len(short) == 32

@@ -83,6 +83,12 @@ class OverlayWidget(QWidget):
         self.key_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.key_combo.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
         self.key_combo.completer().setFilterMode(Qt.MatchFlag.MatchContains)
+        self.key_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.key_combo.setMinimumContentsLength(12)  # long names do not widen the dock
+        self.key_label = QLabel()  # what is drawn, elided; the tooltip has the full name
+        self.key_label.setObjectName("overlay_key_label")
         self.colorbar = QLabel()
         self.colorbar.setPixmap(colorbar_pixmap("viridis"))
         self.vmin = QDoubleSpinBox()
@@ -115,6 +121,7 @@ class OverlayWidget(QWidget):
         bar.addWidget(self.vmax)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.key_label)
         layout.addWidget(self.colorbar_row)
         layout.addWidget(self.legend, 1)
         layout.addWidget(self.export_button)
@@ -239,8 +246,23 @@ class OverlayWidget(QWidget):
             self.layer_combo.setCurrentText(name)
         self._on_layer_changed()
 
+    def _show_key_label(self, style) -> None:
+        if style is None:
+            self.key_label.clear()
+            self.key_label.setToolTip("")
+            self.key_combo.setToolTip("")
+            return
+        full = style.key + (f" ({style.value_mode})" if style.value_mode else "")
+        width = max(self.key_label.width(), 200)
+        self.key_label.setText(
+            self.key_label.fontMetrics().elidedText(full, Qt.TextElideMode.ElideMiddle, width)
+        )
+        self.key_label.setToolTip(full)
+        self.key_combo.setToolTip(style.key)
+
     def _show_style(self, style) -> None:
         self.style = style
+        self._show_key_label(style)
         self.values_label.setVisible(bool(style is not None and style.value_mode))
         self.values_combo.setVisible(bool(style is not None and style.value_mode))
         if style is None:
