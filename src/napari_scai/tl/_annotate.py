@@ -27,6 +27,7 @@ import pandas as pd
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from napari_scai._validate import check_choice, check_xy, get_table
 from napari_scai.io._common import ReadError
 
 if TYPE_CHECKING:
@@ -55,24 +56,7 @@ PolygonsLike = Any  # list of (N, 2) arrays | list of shapely geometries | GeoDa
 # --------------------------------------------------------------------------- helpers
 
 
-def _get_table(data: Any, table: str) -> AnnData:
-    """The AnnData behind ``data`` (an AnnData, or ``SpatialData.tables[table]``)."""
-    from anndata import AnnData
-
-    if isinstance(data, AnnData):
-        return data
-    tables = getattr(data, "tables", None)
-    if tables is None:
-        raise TypeError(
-            f"Expected a SpatialData or an AnnData, got {type(data).__name__}. "
-            "Read your data with napari_scai.io first."
-        )
-    if table not in tables:
-        raise KeyError(
-            f"SpatialData has no table {table!r}; its tables are {list(tables.keys())}. "
-            "Pass table=<name>."
-        )
-    return tables[table]
+_get_table = get_table  # one lookup for every tl function (napari_scai._validate)
 
 
 def _default_palette(n: int) -> list[str]:
@@ -224,7 +208,7 @@ def _inside(
     elif method == "matplotlib":
         inside[cand] = _inside_matplotlib(geom, x[cand], y[cand])
     else:
-        raise ValueError(f"method must be 'shapely' or 'matplotlib', got {method!r}.")
+        check_choice("method", method, ["shapely", "matplotlib"])
     return inside
 
 
@@ -252,9 +236,7 @@ def points_in_polygons(
     numpy.ndarray
         int64 array of length n.
     """
-    xy = np.asarray(xy, dtype=np.float64)
-    if xy.ndim != 2 or xy.shape[1] != 2:
-        raise ValueError(f"`xy` must have shape (n, 2); got {xy.shape}.")
+    xy = check_xy("xy", xy)
     x = np.ascontiguousarray(xy[:, 0])
     y = np.ascontiguousarray(xy[:, 1])
     owner = np.full(xy.shape[0], -1, dtype=np.int64)

@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from napari_scai import metrics
-from napari_scai.tl._annotate import _category_colors, _default_palette, _get_table
+from napari_scai._validate import get_table as _get_table
+from napari_scai._validate import obs_column
+from napari_scai.tl._annotate import _category_colors, _default_palette
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -122,12 +124,7 @@ class CompareReport:
         )
 
 
-def _obs_column(adata: AnnData, key: str, role: str) -> pd.Series:
-    if key not in adata.obs.columns:
-        raise KeyError(
-            f"{role} column {key!r} is not in obs. Available columns: {list(adata.obs.columns)}."
-        )
-    return adata.obs[key]
+_obs_column = obs_column
 
 
 def compare(data: Any, key_pred: str, key_ref: str, *, table: str = "rna") -> CompareReport:

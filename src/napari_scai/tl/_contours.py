@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from napari_scai._validate import check_positive, check_xy
+
 __all__ = ["DomainContours", "domain_contours", "estimate_pitch", "rasterize_labels"]
 
 
@@ -116,8 +118,7 @@ def rasterize_labels(
 
     coords = np.asarray(coords, dtype=np.float64)
     codes = np.asarray(codes, dtype=np.int64)
-    if step <= 0:
-        raise ValueError(f"step must be positive, got {step}")
+    step = check_positive("step", step)
     lo = coords.min(axis=0) - (pad + 0.5) * step - max_distance
     hi = coords.max(axis=0) + (pad + 0.5) * step + max_distance
     shape = np.ceil((hi - lo) / step).astype(int) + 1
@@ -174,9 +175,7 @@ def domain_contours(
     from scipy.ndimage import gaussian_filter
     from skimage.measure import approximate_polygon, find_contours
 
-    coords = np.asarray(coords, dtype=np.float64)
-    if coords.ndim != 2 or coords.shape[1] != 2:
-        raise ValueError(f"coords must have shape (n, 2); got {coords.shape}")
+    coords = check_xy("coords", coords)
     if len(labels) != len(coords):
         raise ValueError(f"got {len(labels)} labels for {len(coords)} centres; pass one per centre")
     codes, cats = _codes(labels)

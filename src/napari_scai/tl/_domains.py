@@ -13,21 +13,7 @@ import scipy.sparse as sp
 __all__ = ["spatial_domains"]
 
 
-def _table(data: Any, table: str):
-    """The AnnData behind ``data`` (SpatialData -> ``tables[table]``, AnnData -> itself)."""
-    import anndata as ad
-
-    if isinstance(data, ad.AnnData):
-        return data
-    tables = getattr(data, "tables", None)
-    if tables is None:
-        raise TypeError(f"expected a SpatialData or AnnData, got {type(data).__name__}")
-    if table not in tables:
-        raise KeyError(
-            f"table {table!r} not found; this SpatialData has tables {list(tables.keys())}. "
-            "Pass table=<name>."
-        )
-    return tables[table]
+from napari_scai._validate import get_table as _table  # noqa: E402 - the shared lookup
 
 
 def _graph_for(adata: Any, graph: Any, graph_kwargs: dict[str, Any]) -> sp.csr_matrix:
