@@ -58,44 +58,20 @@ def load(name: str) -> ad.AnnData:
 def make_synthetic_section(
     n_cells: int, n_genes: int = 100, n_domains: int = 7, seed: int = 0
 ) -> ad.AnnData:
-    """Synthetic tissue with planted domains: curved bands plus round islands on a square.
+    """Synthetic tissue with planted domains (``obs['planted']``): curved bands plus two round
+    islands, from :func:`napari_scai.datasets.synthetic_section` (10 markers per domain,
+    half the default depth). Scales to millions of cells (sparse X)."""
+    from napari_scai.datasets import synthetic_section
 
-    Counts are Poisson around per-domain expression programs (each domain up-regulates 10
-    marker genes 2x), library sizes vary 0.5-1.5x. Scales to millions of cells (sparse X).
-    """
-    import scipy.sparse as sp
-
-    rng = np.random.default_rng(seed)
-    side = np.sqrt(n_cells) * 10.0  # ~10 units between neighbouring cells
-    xy = rng.random((n_cells, 2)) * side
-    u = xy / side
-    n_bands = max(n_domains - 2, 1)
-    band = np.clip(((u[:, 0] + 0.08 * np.sin(u[:, 1] * 6.0)) * n_bands).astype(int), 0, n_bands - 1)
-    dom = band.copy()
-    for j in range(n_domains - n_bands):  # round islands for the remaining domains
-        cx, cy = 0.25 + 0.5 * j, 0.5 + 0.2 * (-1) ** j
-        dom[(u[:, 0] - cx) ** 2 + (u[:, 1] - cy) ** 2 < 0.12**2] = n_bands + j
-    prog = np.random.default_rng(1234)
-    base = prog.gamma(2.0, 0.5, size=n_genes)
-    mu = np.tile(base, (n_domains, 1))
-    for d in range(n_domains):
-        mu[d, prog.choice(n_genes, 10, replace=False)] *= 2.0
-    lib = rng.uniform(0.5, 1.5, n_cells).astype(np.float32)
-    rows, cols, vals = [], [], []
-    step = 200_000
-    for s in range(0, n_cells, step):
-        lam = mu[dom[s : s + step]] * lib[s : s + step, None]
-        c = rng.poisson(lam).astype(np.float32)
-        r, k = np.nonzero(c)
-        rows.append(r + s)
-        cols.append(k)
-        vals.append(c[r, k])
-    X = sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(n_cells, n_genes),
+    a = synthetic_section(
+        n_cells,
+        n_genes=n_genes,
+        n_domains=n_domains,
+        layout="bands+islands",
+        n_markers=10,
+        depth=0.5,
+        seed=seed,
+        as_anndata=True,
     )
-    a = ad.AnnData(X=X, obsm={"spatial": xy})
-    a.obs_names = [f"c{i}" for i in range(n_cells)]
-    a.var_names = [f"g{i}" for i in range(n_genes)]
-    a.obs["planted"] = pd.Categorical(dom.astype(str))
+    a.obs["planted"] = pd.Categorical(a.obs["domain"].cat.codes.astype(str))
     return a

@@ -8,7 +8,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 import torch
 from sklearn.metrics import adjusted_rand_score
 
@@ -19,22 +18,11 @@ from napari_scai.tl._domains import spatial_domains
 
 
 def synthetic_section(n: int = 1200, n_genes: int = 80, k: int = 4, seed: int = 0) -> ad.AnnData:
-    """Cells on a jittered square; k vertical-ish bands with noisy Poisson markers."""
-    prog = np.random.default_rng(12345)  # expression programs shared by all samples
-    base = prog.gamma(2.0, 1.0, size=n_genes)
-    mu = np.tile(base, (k, 1))
-    for d in range(k):
-        markers = prog.choice(n_genes, 8, replace=False)
-        mu[d, markers] *= 2.0
-    rng = np.random.default_rng(seed)
-    xy = rng.random((n, 2)) * 100
-    band = np.clip(((xy[:, 0] + 8 * np.sin(xy[:, 1] / 15)) / 100 * k).astype(int), 0, k - 1)
-    lib = rng.uniform(0.5, 1.5, n)[:, None]
-    counts = rng.poisson(mu[band] * lib).astype(np.float32)
-    a = ad.AnnData(X=sp.csr_matrix(counts), obsm={"spatial": xy})
-    a.obs_names = [f"c{i}" for i in range(n)]
-    a.var_names = [f"g{i}" for i in range(n_genes)]
-    a.obs["truth"] = pd.Categorical(band.astype(str))
+    """The public generator's section (k curved bands, Poisson markers) with ``obs['truth']``."""
+    from napari_scai.datasets import synthetic_section as generate
+
+    a = generate(n, n_genes=n_genes, n_domains=k, seed=seed, as_anndata=True)
+    a.obs["truth"] = a.obs["domain"]
     return a
 
 

@@ -1,9 +1,7 @@
-"""Synthetic sections for viewer tests and benchmarks (no real data needed)."""
+"""Synthetic cells for the viewer benchmark: a thin alias of
+:func:`napari_scai.datasets.synthetic_section` (the one generator)."""
 
 from __future__ import annotations
-
-import numpy as np
-import pandas as pd
 
 
 def synthetic_cells(
@@ -15,27 +13,13 @@ def synthetic_cells(
     seed: int = 0,
     sample: str = "synthetic",
 ):
-    """A SpatialData with ``n_cells`` circles in a ``side`` × ``side`` square and a table ``rna``.
+    """``synthetic_section(kind="cells")`` with two genes and ``obs['cell_type']``
+    (``type_0``, ``type_1``, ...: the planted domains) besides ``obs['domain']``."""
+    from napari_scai.datasets import synthetic_section
 
-    The table has ``obs['cell_type']`` (categorical, ``n_types`` classes arranged in bands
-    along x so the picture is easy to check), ``obs['score']`` (float) and two genes.
-    """
-    from anndata import AnnData
-
-    from napari_scai.io._common import build_spatialdata
-
-    rng = np.random.default_rng(seed)
-    xy = rng.uniform(0, side, size=(n_cells, 2))
-    band = np.minimum((xy[:, 0] / side * n_types).astype(int), n_types - 1)
-    obs = pd.DataFrame(
-        {
-            "cell_type": pd.Categorical.from_codes(band, [f"type_{i}" for i in range(n_types)]),
-            "score": xy[:, 1] / side,
-        },
-        index=[f"cell_{i}" for i in range(n_cells)],
+    sdata = synthetic_section(
+        n_cells, n_genes=2, n_domains=n_types, side=side, radius=radius, seed=seed, sample=sample
     )
-    x = np.column_stack([rng.poisson(2.0, n_cells), band]).astype(np.float32)
-    adata = AnnData(x, obs=obs, var=pd.DataFrame(index=["GeneA", "GeneB"]))
-    return build_spatialdata(
-        sample=sample, tables={"rna": adata}, coords=xy, radius=radius, shapes_suffix="cells"
-    )
+    obs = sdata.tables["rna"].obs
+    obs["cell_type"] = obs["domain"].cat.rename_categories(lambda c: f"type_{c[1:]}")
+    return sdata
