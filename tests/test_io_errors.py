@@ -37,11 +37,16 @@ def test_visium_without_positions_names_the_missing_file(visium_copy):
     assert "spot positions file is missing" in msg and "Fix:" in msg
 
 
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    return io.write(make("a"), tmp_path_factory.mktemp("small") / "s.zarr")
+
+
 @pytest.mark.parametrize(
     "broken", ["zarr.json", "tables/rna/obs/zarr.json", "shapes/scai_annotations/zarr.json"]
 )
-def test_corrupted_store_metadata_names_the_file(tmp_path, broken):
-    store = io.write(make("a"), tmp_path / "s.zarr")
+def test_corrupted_store_metadata_names_the_file(tmp_path, broken, small_store):
+    store = shutil.copytree(small_store, tmp_path / "s.zarr")
     target = store / broken
     target.write_text(target.read_text()[: len(target.read_text()) // 2])  # torn write
     with pytest.raises(ReadError) as info:
