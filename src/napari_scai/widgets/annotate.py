@@ -1010,7 +1010,7 @@ class AnnotateWidget(QWidget):
         """Per-spot classes as ``spot_id,class`` CSV."""
         from napari_scai.tl import export_annotation_csv
 
-        return export_annotation_csv(self.adata, self.key, path)
+        return export_annotation_csv(self.adata, path=path, key=self.key)
 
     def import_csv(self, path: str | Path) -> None:
         """Per-spot classes from a CSV (one undoable step; unknown classes are added)."""
@@ -1020,7 +1020,8 @@ class AnnotateWidget(QWidget):
 
         scratch = AnnData(obs=pd.DataFrame(index=self.adata.obs_names))
         try:
-            col = import_annotation_csv(scratch, path, "imported")
+            import_annotation_csv(scratch, path=path, key_added="imported")
+            col = scratch.obs["imported"]
         except (ValueError, FileNotFoundError) as err:
             notify_error(str(err))
             return
@@ -1051,7 +1052,7 @@ class AnnotateWidget(QWidget):
         if gdf is None:
             notify_error("there are no polygons to export. Fix: draw some first")
             return None
-        return export_geojson(gdf, path)
+        return export_geojson(gdf, path=path)
 
     def import_geojson(self, path: str | Path) -> None:
         """Polygons from GeoJSON (``class``/``color`` properties) as one undoable step."""
@@ -1336,7 +1337,7 @@ class CompareWidget(QWidget):
             return None
         pred, ref = self.pred_combo.currentText(), self.ref_combo.currentText()
         try:
-            report = compare(self.adata, pred, ref)
+            report = compare(self.adata, key_pred=pred, key_ref=ref)
         except (KeyError, ValueError) as err:
             notify_error(str(err.args[0]))
             return None
@@ -1406,9 +1407,8 @@ class CompareWidget(QWidget):
 
         if self.report is None:
             return None
-        new_key = rename_by_matching(
-            self.adata, self.report.key_pred, self.report, key_ref=self.report.key_ref
-        )
+        new_key = f"{self.report.key_pred}_matched"
+        rename_by_matching(self.adata, report=self.report, key_added=new_key)
         recolor(self.layer, new_key)
         self.refresh_columns()
         self.status.setText(
@@ -1437,7 +1437,7 @@ class CompareWidget(QWidget):
                 self.viewer.layers.remove(name)
             return
         rep = self.report
-        mask_rows = disagreement(self.adata, rep.key_pred, rep.key_ref, rep)
+        mask_rows = disagreement(self.adata, report=rep)
         mask = self._point_values(mask_rows.astype(bool))
         spot_marker_layer(
             self.viewer, name, self.layer, mask, color=HIGHLIGHT_COLOR, size_factor=1.0
