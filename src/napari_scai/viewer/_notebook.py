@@ -89,14 +89,37 @@ def _flush_on_close(viewer) -> None:
                 try:
                     flush_annotations(viewer)
                 except Exception as err:  # noqa: BLE001 - a failed save must not block closing
-                    warnings.warn(
-                        f"saving the annotations on close failed: {err}", stacklevel=1
-                    )
+                    warnings.warn(f"saving the annotations on close failed: {err}", stacklevel=1)
             return False
 
     filt = _CloseFilter(window)
-    window.installEventFilter(filt)
+    window.installEventFilter(filt)  # the window's close button, Ctrl+W ...
     window._scai_close_filter = filt  # keep it alive with the window
+
+    # viewer.close() tears the docks down before the window's Close event: save first.
+    napari_close = viewer.window.close
+
+    def close() -> None:
+        try:
+            flush_annotations(viewer)
+        finally:
+            napari_close()
+
+    viewer.window.close = close
+
+    # viewer.close() (and a user deleting the layer) removes the layers first: save before
+    # the spots or annotation layer of an Annotate dock goes.
+    def removing(event) -> None:
+        try:
+            layer = viewer.layers[event.index]
+        except (IndexError, TypeError):
+            return
+        for widget in annotate_docks(viewer):
+            if layer is widget.spots or layer is widget.shapes_layer:
+                flush_annotations(viewer)
+                return
+
+    viewer.layers.events.removing.connect(removing)
 
 
 def _add_docks(viewer) -> list:
