@@ -51,9 +51,8 @@ def _public_functions() -> list[str]:
 
 
 def _uses_a_model(fn) -> bool:
-    """True when the function's module calls into ``napari_scai.models`` (a trained model)."""
-    source = inspect.getsource(inspect.getmodule(inspect.unwrap(fn)))
-    return "napari_scai.models" in source
+    """True when the function itself calls into ``napari_scai.models`` (a trained model)."""
+    return "napari_scai.models" in inspect.getsource(inspect.unwrap(fn))
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -72,10 +72,10 @@ classes = ["L1", "WM"]
 
 # %%
 scai.tl.annotate_from_shapes(
-    sdata, shapes=polygons, classes=classes, colors={"L1": "#f0c808", "WM": "#9a9a9a"}
+    sdata, shapes=polygons, classes=classes, colors={"L1": "#f0c808", "WM": "#1f77b4"}
 )
 gdf = scai.tl.annotations_to_geodataframe(
-    polygons, classes=classes, colors={"L1": "#f0c808", "WM": "#9a9a9a"}, author="tutorial"
+    polygons, classes=classes, colors={"L1": "#f0c808", "WM": "#1f77b4"}, author="tutorial"
 )
 sdata.shapes["scai_annotations"] = ShapesModel.parse(gdf)
 rna.obs["scai_annotation"].value_counts(dropna=False)

@@ -29,6 +29,7 @@ def spatial(
     vmin: float | None = None,
     vmax: float | None = None,
     alpha: float = 0.9,
+    missing_alpha: float | None = None,
     size_factor: float = 1.0,
     groups: list[str] | None = None,
     legend: bool = True,
@@ -59,6 +60,9 @@ def spatial(
         Colormap and limits for continuous values (default limits: min and max).
     alpha
         Spot opacity over the image.
+    missing_alpha
+        Opacity of the spots without a value (default: ``alpha``); lower it to see the
+        tissue under unlabelled spots.
     size_factor
         Multiplies the true spot diameter (1 = true size).
     groups
@@ -106,6 +110,11 @@ def spatial(
 
         rgba[rgba[:, 3] == 0] = hex_to_rgba([MISSING_COLOR])[0]
     rgba[:, 3] = np.minimum(rgba[:, 3], alpha)
+    if missing_alpha is not None:
+        missing = np.array([v is None for v in style.values], dtype=bool)
+        if style.kind != "categorical":
+            missing = ~np.isfinite(np.asarray(style.values, dtype=float))
+        rgba[missing, 3] = missing_alpha
     ax = _base.new_axes(ax)
     _base.draw_image(ax, t)
     _base.draw_spots(ax, t, rgba, size_factor=size_factor)
@@ -246,6 +255,7 @@ def annotations(
             "or the Annotate dock), or pass key=<column>."
         )
     kwargs.setdefault("title", f"Annotations ({key})")
+    kwargs.setdefault("missing_alpha", 0.25)
     ax = spatial(data, color=key, table=table, ax=ax, save=None, **kwargs)
     element = getattr(data, "shapes", {}).get(shapes) if shapes else None
     if element is not None and len(element):
