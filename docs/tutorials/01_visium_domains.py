@@ -27,7 +27,10 @@
 
 # %%
 import os
+import warnings
 from pathlib import Path
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, without ipywidgets
 
 import scanpy as sc
 

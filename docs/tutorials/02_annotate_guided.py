@@ -28,7 +28,10 @@
 
 # %%
 import os
+import warnings
 from pathlib import Path
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, without ipywidgets
 
 import numpy as np
 import shapely
