@@ -116,7 +116,7 @@ def main() -> None:
         ("matplotlib + bbox", with_method("matplotlib")),
         (
             "annotate_from_shapes (AnnData)",
-            lambda: annotate_from_shapes(adata, polys, classes=classes),
+            lambda: annotate_from_shapes(adata, shapes=polys, classes=classes),
         ),
     ]:
         seconds, out = best_of(fn)

@@ -64,30 +64,38 @@ def test_annotate_later_polygon_wins_and_outside_is_nan() -> None:
         np.array([[0, 0], [10, 0], [10, 10], [0, 10]]),
         np.array([[4, 4], [9, 4], [9, 9], [4, 9]]),
     ]
-    col = annotate_from_shapes(adata, squares, classes=["tumour", "stroma"])
+    assert annotate_from_shapes(adata, shapes=squares, classes=["tumour", "stroma"]) is None
+    col = adata.obs["scai_annotation"]
     assert isinstance(col.dtype, pd.CategoricalDtype)
     assert col.iloc[:3].tolist() == ["tumour", "stroma", "stroma"]
     assert pd.isna(col.iloc[3])
     assert list(col.cat.categories) == ["tumour", "stroma"]
     assert len(adata.uns["scai_annotation_colors"]) == 2
     # reversed order: the big square now wins everywhere it covers
-    col = annotate_from_shapes(adata, squares[::-1], classes=["stroma", "tumour"])
+    annotate_from_shapes(adata, shapes=squares[::-1], classes=["stroma", "tumour"])
+    col = adata.obs["scai_annotation"]
     assert col.iloc[:3].tolist() == ["tumour"] * 3
 
 
 def test_annotate_overwrite_false_keeps_existing_labels() -> None:
     xy = np.array([[1, 1], [50, 50], [100, 100]], dtype=float)
     adata = _adata_with_points(xy)
-    annotate_from_shapes(adata, [shapely.box(0, 0, 10, 10)], classes=["a"], key="ann")
+    annotate_from_shapes(adata, shapes=[shapely.box(0, 0, 10, 10)], classes=["a"], key_added="ann")
     colour_a = adata.uns["ann_colors"][0]
     annotate_from_shapes(
-        adata, [shapely.box(40, 40, 60, 60)], classes=["b"], key="ann", overwrite=False
+        adata,
+        shapes=[shapely.box(40, 40, 60, 60)],
+        classes=["b"],
+        key_added="ann",
+        overwrite=False,
     )
     assert adata.obs["ann"].astype(object).tolist()[:2] == ["a", "b"]
     assert pd.isna(adata.obs["ann"].iloc[2])
     colours = dict(zip(adata.obs["ann"].cat.categories, adata.uns["ann_colors"], strict=True))
     assert colours["a"] == colour_a and colours["b"] != colour_a
-    annotate_from_shapes(adata, [shapely.box(40, 40, 60, 60)], classes=["b"], key="ann")
+    annotate_from_shapes(
+        adata, shapes=[shapely.box(40, 40, 60, 60)], classes=["b"], key_added="ann"
+    )
     assert pd.isna(adata.obs["ann"].iloc[0])  # overwrite=True clears outside
 
 
@@ -97,28 +105,32 @@ def test_annotate_from_geodataframe_uses_class_and_colour_columns() -> None:
     adata = _adata_with_points(xy)
     gdf = annotations_to_geodataframe(
         [shapely.box(0, 0, 50, 100), shapely.box(50, 0, 100, 100)],
-        ["left", "right"],
-        {"left": "#ff0000", "right": "#0000ff"},
+        classes=["left", "right"],
+        colors={"left": "#ff0000", "right": "#0000ff"},
         author="tester",
     )
-    col = annotate_from_shapes(adata, gdf, classes=None, key="side")
+    annotate_from_shapes(adata, shapes=gdf, classes=None, key_added="side")
+    col = adata.obs["side"]
     assert (col.astype(object).to_numpy() == np.where(xy[:, 0] < 50, "left", "right")).all()
     assert adata.uns["side_colors"] == ["#ff0000", "#0000ff"]
     with pytest.raises(KeyError, match="no class column 'label'"):
-        annotate_from_shapes(adata, gdf, classes="label")
+        annotate_from_shapes(adata, shapes=gdf, classes="label")
 
 
 def test_annotate_coords_override_and_errors() -> None:
     adata = _adata_with_points(np.zeros((3, 2)))
     coords = np.array([[5.0, 5.0], [50, 50], [5, 6]])
-    col = annotate_from_shapes(adata, [shapely.box(0, 0, 10, 10)], classes=["a"], coords=coords)
+    annotate_from_shapes(adata, shapes=[shapely.box(0, 0, 10, 10)], classes=["a"], coords=coords)
+    col = adata.obs["scai_annotation"]
     assert col.astype(object).tolist()[0] == "a" and pd.isna(col.iloc[1])
     with pytest.raises(ValueError, match="3 classes"):
-        annotate_from_shapes(adata, [shapely.box(0, 0, 1, 1)], classes=["a", "b", "c"])
+        annotate_from_shapes(adata, shapes=[shapely.box(0, 0, 1, 1)], classes=["a", "b", "c"])
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
-        annotate_from_shapes(adata, [np.zeros((2, 2))], classes=["a"])
+        annotate_from_shapes(adata, shapes=[np.zeros((2, 2))], classes=["a"])
     with pytest.raises(ValueError, match="expected \\(3, 2\\)"):
-        annotate_from_shapes(adata, [shapely.box(0, 0, 1, 1)], classes=["a"], coords=coords[:2])
+        annotate_from_shapes(
+            adata, shapes=[shapely.box(0, 0, 1, 1)], classes=["a"], coords=coords[:2]
+        )
 
 
 def test_annotate_spatialdata_uses_shape_centres() -> None:
@@ -144,7 +156,7 @@ def test_annotate_spatialdata_uses_shape_centres() -> None:
         ad.AnnData(obs=obs), region="spots", region_key="region", instance_key="spot_id"
     )
     sdata = SpatialData(shapes={"spots": circles}, tables={"rna": table})
-    annotate_from_shapes(sdata, [shapely.box(0, 0, 500, 1000)], classes=["west"])
+    annotate_from_shapes(sdata, shapes=[shapely.box(0, 0, 500, 1000)], classes=["west"])
     got = sdata.tables["rna"].obs["scai_annotation"].astype(object).to_numpy()
     x_of_row = centres[ids - 500, 0]
     np.testing.assert_array_equal(got == "west", x_of_row < 500)
@@ -155,8 +167,8 @@ def test_annotations_to_geodataframe_schema() -> None:
 
     gdf = annotations_to_geodataframe(
         [np.array([[0, 0], [10, 0], [10, 10]]), shapely.box(5, 5, 20, 20)],
-        ["a", "b"],
-        ["#112233", "#445566"],
+        classes=["a", "b"],
+        colors=["#112233", "#445566"],
     )
     assert tuple(c for c in gdf.columns if c != "geometry") == ANNOTATION_COLUMNS
     assert gdf["color"].tolist() == ["#112233", "#445566"]
@@ -165,7 +177,7 @@ def test_annotations_to_geodataframe_schema() -> None:
     parsed = ShapesModel.parse(gdf)
     assert list(parsed["class"]) == ["a", "b"]
     with pytest.raises(ValueError, match="2 polygons but 1 classes"):
-        annotations_to_geodataframe([shapely.box(0, 0, 1, 1)] * 2, ["a"], None)
+        annotations_to_geodataframe([shapely.box(0, 0, 1, 1)] * 2, classes=["a"])
 
 
 def test_csv_round_trip(tmp_path: Path) -> None:
@@ -173,12 +185,13 @@ def test_csv_round_trip(tmp_path: Path) -> None:
     adata = _adata_with_points(rng.uniform(0, 10, (50, 2)))
     labels = rng.choice(np.array(["L1", "L2", "07", None], dtype=object), 50)
     adata.obs["ann"] = pd.Categorical(labels)
-    path = export_annotation_csv(adata, "ann", tmp_path / "ann.csv")
+    path = export_annotation_csv(adata, path=tmp_path / "ann.csv", key="ann")
     header = path.read_text().splitlines()[0]
     assert header == "spot_id,class"
     assert [p.name for p in tmp_path.iterdir()] == ["ann.csv"]  # no temp file left behind
     other = _adata_with_points(np.zeros((50, 2)))
-    col = import_annotation_csv(other, path, "ann")
+    import_annotation_csv(other, path=path, key_added="ann")
+    col = other.obs["ann"]
     got = col.astype(object).to_numpy()
     same = (got == labels) | (pd.isna(got) & pd.isna(labels))
     assert same.all()  # "07" stays a string; unlabelled stay NaN
@@ -196,7 +209,7 @@ def test_csv_export_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
-        export_annotation_csv(adata, "ann", target)
+        export_annotation_csv(adata, path=target, key="ann")
     assert target.read_text() == "previous content\n"
     assert [p.name for p in tmp_path.iterdir()] == ["ann.csv"]
 
@@ -216,7 +229,7 @@ def test_malformed_csv_gives_clear_error(tmp_path: Path, content: str, message: 
     path = tmp_path / "bad.csv"
     path.write_text(content)
     with pytest.raises(ValueError, match=message) as info:
-        import_annotation_csv(adata, path, "ann")
+        import_annotation_csv(adata, path=path, key_added="ann")
     assert "bad.csv" in str(info.value) and "Fix:" in str(info.value)
     assert "ann" not in adata.obs
 
@@ -225,7 +238,8 @@ def test_csv_loupe_style_two_columns(tmp_path: Path) -> None:
     adata = _adata_with_points(np.zeros((3, 2)))
     path = tmp_path / "loupe.csv"
     path.write_text("Barcode,Graph-based\ncell2,3\ncell0,1\n")
-    col = import_annotation_csv(adata, path, "graph")
+    import_annotation_csv(adata, path=path, key_added="graph")
+    col = adata.obs["graph"]
     assert col.astype(object).tolist()[0] == "1" and col.astype(object).tolist()[2] == "3"
     assert pd.isna(col.iloc[1])
 
@@ -233,8 +247,8 @@ def test_csv_loupe_style_two_columns(tmp_path: Path) -> None:
 def test_geojson_round_trip(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     polys = [_star(rng, (100, 100), 80, 60), shapely.box(0, 0, 30, 30).buffer(5)]
-    gdf = annotations_to_geodataframe(polys, ["tumour", "stroma"], None, author="ann")
-    path = export_geojson(gdf, tmp_path / "annotations.geojson")
+    gdf = annotations_to_geodataframe(polys, classes=["tumour", "stroma"], author="ann")
+    path = export_geojson(gdf, path=tmp_path / "annotations.geojson")
     assert [p.name for p in tmp_path.iterdir()] == ["annotations.geojson"]
     back = import_geojson(path)
     assert list(back.columns) == ["geometry", *ANNOTATION_COLUMNS]
@@ -291,7 +305,8 @@ def test_dlpfc_layer_polygons_reproduce_manual_layers() -> None:
         ).simplify(radius / 5)
         polygons.append(outline)
         classes.append(layer)
-    col = annotate_from_shapes(adata, polygons, classes=classes, key="drawn")
+    annotate_from_shapes(adata, shapes=polygons, classes=classes, key_added="drawn")
+    col = adata.obs["drawn"]
     labelled = labels.notna().to_numpy()
     agreement = np.mean(col.astype(object).to_numpy()[labelled] == labels.to_numpy()[labelled])
     assert agreement >= 0.99, f"only {agreement:.3%} of labelled spots agree"

@@ -43,7 +43,7 @@ def _labelled_adata(seed: int = 0, n: int = 800, noise: float = 0.2) -> tuple[ad
 @pytest.mark.parametrize("seed", [0, 1])
 def test_compare_anndata(seed: int) -> None:
     adata, truth = _labelled_adata(seed)
-    report = compare(adata, "domain", "layer")
+    report = compare(adata, key_pred="domain", key_ref="layer")
     assert isinstance(report, CompareReport)
     labelled = adata.obs["layer"].notna().to_numpy()
     ref = adata.obs["layer"].astype(object).to_numpy()[labelled]
@@ -73,7 +73,7 @@ def test_compare_anndata(seed: int) -> None:
 
 def test_report_text_and_html() -> None:
     adata, _ = _labelled_adata(3)
-    report = compare(adata, "domain", "layer")
+    report = compare(adata, key_pred="domain", key_ref="layer")
     text = str(report)
     assert f"ARI: {report.ari:.4f}" in text
     assert "dropped (no label)" in text
@@ -102,26 +102,26 @@ def test_compare_spatialdata_table() -> None:
     adata.obs["spot_id"] = ids
     table = TableModel.parse(adata, region="spots", region_key="region", instance_key="spot_id")
     sdata = SpatialData(shapes={"spots": circles}, tables={"rna": table})
-    report = compare(sdata, "domain", "layer")
-    direct = compare(adata, "domain", "layer")
+    report = compare(sdata, key_pred="domain", key_ref="layer")
+    direct = compare(adata, key_pred="domain", key_ref="layer")
     assert report.ari == pytest.approx(direct.ari)
     assert report.n_scored == direct.n_scored
     with pytest.raises(KeyError, match="no table 'protein'"):
-        compare(sdata, "domain", "layer", table="protein")
+        compare(sdata, key_pred="domain", key_ref="layer", table="protein")
 
 
 def test_compare_missing_column_error() -> None:
     adata, _ = _labelled_adata(0, n=50)
     with pytest.raises(KeyError, match="'nope' is not in obs"):
-        compare(adata, "nope", "layer")
+        compare(adata, key_pred="nope", key_ref="layer")
 
 
 def test_rename_by_matching_uses_reference_names_and_colours() -> None:
     adata, truth = _labelled_adata(2)
     adata.uns["domain_colors"] = ["#111111"] * 5 + ["#123456"]  # 6 categories incl. 9
-    report = compare(adata, "domain", "layer")
-    key = rename_by_matching(adata, "domain", report, key_ref="layer")
-    assert key == "domain_matched"
+    report = compare(adata, key_pred="domain", key_ref="layer")
+    assert rename_by_matching(adata, report=report) is None
+    key = "domain_matched"
     renamed = adata.obs[key]
     assert list(renamed.cat.categories) == [*REF_CLASSES, "9"]
     expected = adata.obs["domain"].astype(object).map(lambda v: truth.get(v, str(v)))
@@ -138,10 +138,9 @@ def test_rename_unmatched_name_clash_and_default_colours() -> None:
     ref = np.array(["a"] * 40 + ["b"] * 40 + [None] * 5, dtype=object)
     pred = np.array(["x"] * 35 + ["a"] * 5 + ["y"] * 45, dtype=object)
     adata = ad.AnnData(obs=pd.DataFrame({"p": pred, "r": ref}, index=[str(i) for i in range(85)]))
-    report = compare(adata, "p", "r")
+    report = compare(adata, key_pred="p", key_ref="r")
     assert report.matching == {"x": "a", "y": "b"}
-    key = rename_by_matching(adata, "p", report, key_ref="r", new_key="renamed")
-    assert key == "renamed"
+    rename_by_matching(adata, report=report, key_added="renamed")
     renamed = adata.obs["renamed"]
     assert list(renamed.cat.categories) == ["a", "b", "a (unmatched)"]
     assert (renamed.iloc[35:40] == "a (unmatched)").all()
@@ -152,8 +151,8 @@ def test_rename_unmatched_name_clash_and_default_colours() -> None:
 
 def test_disagreement() -> None:
     adata, truth = _labelled_adata(4)
-    report = compare(adata, "domain", "layer")
-    flags = disagreement(adata, "domain", "layer", report)
+    report = compare(adata, key_pred="domain", key_ref="layer")
+    flags = disagreement(adata, report=report)
     assert flags.dtype == bool and flags.shape == (adata.n_obs,)
     ref = adata.obs["layer"].astype(object).to_numpy()
     mapped = adata.obs["domain"].astype(object).map(lambda v: truth.get(v)).to_numpy()

@@ -8,6 +8,7 @@ graph     sparse spatial graphs
 tl        user-facing analysis functions on SpatialData / AnnData
 metrics   label-agreement metrics
 viewer    SpatialData -> napari layers (imports napari lazily)
+pl        static matplotlib figures of results, in napari's colours
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"io", "datasets", "graph", "tl", "metrics", "viewer", "preprocess", "models"}
+_SUBMODULES = {"io", "datasets", "graph", "tl", "metrics", "viewer", "preprocess", "models", "pl"}
 
 __all__ = ["__version__", *sorted(_SUBMODULES)]
 

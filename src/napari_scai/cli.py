@@ -115,7 +115,7 @@ def cmd_run(args) -> int:
         from napari_scai.tl import compare
 
         pred = "scai_domain" if args.domains is not None else args.compare_pred
-        report = compare(sdata, pred, args.compare, table=args.table)
+        report = compare(sdata, key_pred=pred, key_ref=args.compare, table=args.table)
         print(report)
     if args.out:
         out = Path(args.out)

@@ -29,6 +29,7 @@ from shapely.geometry.base import BaseGeometry
 
 from napari_scai._validate import check_choice, check_xy, get_table
 from napari_scai.io._common import ReadError
+from napari_scai.tl._api import copy_data, deprecated_call
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -279,18 +280,20 @@ def _spot_centres(data: Any, adata: AnnData) -> np.ndarray:
 # --------------------------------------------------------------------------- public API
 
 
+@deprecated_call(positional=("shapes",), renamed={"key": "key_added"})
 def annotate_from_shapes(
     data: Any,
-    shapes: PolygonsLike,
     *,
+    shapes: PolygonsLike,
     classes: Sequence[Any] | str | None,
-    key: str = "scai_annotation",
+    key_added: str = "scai_annotation",
     table: str = "rna",
     coords: np.ndarray | str | None = None,
     overwrite: bool = True,
     colors: Mapping[Any, str] | None = None,
     method: Literal["shapely", "matplotlib"] = "shapely",
-) -> pd.Series:
+    copy: bool = False,
+) -> Any:
     """Label every spot/cell whose centre lies inside an annotation polygon.
 
     Parameters
@@ -304,8 +307,9 @@ def annotate_from_shapes(
     classes
         One class per polygon (a sequence), or for a GeoDataFrame the name of its class
         column (``None`` means ``"class"``).
-    key
-        ``obs`` column to write; a pandas Categorical, colours in ``uns[f"{key}_colors"]``.
+    key_added
+        ``obs`` column to write; a pandas Categorical, colours in
+        ``uns[f"{key_added}_colors"]`` (``key=`` is the previous release's name).
     table
         Table name when ``data`` is a SpatialData.
     coords
@@ -314,18 +318,25 @@ def annotate_from_shapes(
         annotates.
     overwrite
         If True, observations outside every polygon become NaN; if False they keep their
-        existing value in ``obs[key]``.
+        existing value in ``obs[key_added]``.
     colors
         ``{class: hex colour}``; default: the GeoDataFrame's ``color`` column, then colours
-        already in ``uns[f"{key}_colors"]``, then scanpy's default palette.
+        already in ``uns[f"{key_added}_colors"]``, then scanpy's default palette.
     method
         Point-in-polygon engine, see :func:`points_in_polygons`.
+    copy
+        Return a modified copy of ``data`` instead of writing into it.
 
     Returns
     -------
-    pandas.Series
-        The new ``obs[key]`` column. Where polygons overlap, the later polygon wins.
+    None or SpatialData or AnnData
+        ``None`` (``copy=False``: ``obs[key_added]`` is written), else the modified copy.
+        Where polygons overlap, the later polygon wins. (The previous release returned the
+        new column; read it from ``obs[key_added]``.)
     """
+    key = key_added
+    if copy:
+        data = copy_data(data)
     adata = _get_table(data, table)
     if coords is None:
         xy = _spot_centres(data, adata)
@@ -379,13 +390,15 @@ def annotate_from_shapes(
 
     adata.obs[key] = pd.Categorical.from_codes(codes, categories=categories)
     adata.uns[f"{key}_colors"] = color_list
-    return adata.obs[key]
+    return data if copy else None
 
 
+@deprecated_call(positional=("classes", "colors", "author"))
 def annotations_to_geodataframe(
     polygons: Iterable[Any],
+    *,
     classes: Sequence[Any],
-    colors: Sequence[str] | Mapping[Any, str] | None,
+    colors: Sequence[str] | Mapping[Any, str] | None = None,
     author: str | None = None,
 ) -> gpd.GeoDataFrame:
     """Build the shapes element that stores annotation polygons.
@@ -445,19 +458,31 @@ def annotations_to_geodataframe(
     )
 
 
+@deprecated_call(positional=("key", "path"))
 def export_annotation_csv(
-    adata: AnnData, key: str, path: str | os.PathLike[str], *, include_unlabelled: bool = False
+    data: Any,
+    *,
+    path: str | os.PathLike[str],
+    key: str = "scai_annotation",
+    table: str = "rna",
+    include_unlabelled: bool = False,
 ) -> Path:
     """Write per-spot labels as CSV with columns ``spot_id,class``.
 
+    An export: writes the file and nothing into ``data``. The previous release's positional
+    form ``export_annotation_csv(adata, key, path)`` still works, with a FutureWarning.
+
     Parameters
     ----------
-    adata
-        Table whose ``obs[key]`` holds the annotation.
-    key
-        ``obs`` column to export.
+    data
+        A SpatialData (``tables[table]`` is used) or an AnnData whose ``obs[key]`` holds the
+        annotation.
     path
         Destination ``.csv`` (written atomically).
+    key
+        ``obs`` column to export.
+    table
+        Table name when ``data`` is a SpatialData.
     include_unlabelled
         Also write rows for unlabelled observations (empty class).
 
@@ -466,6 +491,7 @@ def export_annotation_csv(
     pathlib.Path
         The written file.
     """
+    adata = _get_table(data, table)
     if key not in adata.obs.columns:
         raise KeyError(f"obs has no column {key!r}; available: {list(adata.obs.columns)}.")
     col = adata.obs[key]
@@ -475,37 +501,54 @@ def export_annotation_csv(
     return _atomic_write_text(path, df.to_csv(index=False))
 
 
+@deprecated_call(positional=("path", "key"), renamed={"key": "key_added"})
 def import_annotation_csv(
-    adata: AnnData, path: str | os.PathLike[str], key: str, *, allow_unknown_ids: bool = False
-) -> pd.Series:
-    """Read per-spot labels from CSV into ``obs[key]`` (Categorical, with colours).
+    data: Any,
+    *,
+    path: str | os.PathLike[str],
+    key_added: str = "scai_annotation",
+    table: str = "rna",
+    allow_unknown_ids: bool = False,
+    copy: bool = False,
+) -> Any:
+    """Read per-spot labels from CSV into ``obs[key_added]`` (Categorical, with colours).
 
     The file needs an id column (``spot_id``, or ``barcode``/``Barcode``/``cell_id``/
     ``obs_name``) matching ``adata.obs_names``, and a ``class`` column (or exactly one other
-    column, as in Loupe Browser exports). Observations not in the file become NaN.
+    column, as in Loupe Browser exports). Observations not in the file become NaN. The
+    previous release's form ``import_annotation_csv(adata, path, key)`` still works, with a
+    FutureWarning.
 
     Parameters
     ----------
-    adata
-        Table to annotate.
+    data
+        A SpatialData (``tables[table]`` is annotated) or an AnnData.
     path
         CSV file.
-    key
-        ``obs`` column to write.
+    key_added
+        ``obs`` column to write; colours in ``uns[f"{key_added}_colors"]``.
+    table
+        Table name when ``data`` is a SpatialData.
     allow_unknown_ids
         Ignore ids that are not in ``adata.obs_names`` instead of raising.
+    copy
+        Return a modified copy of ``data`` instead of writing into it.
 
     Returns
     -------
-    pandas.Series
-        The new ``obs[key]``.
+    None or SpatialData or AnnData
+        ``None`` (``copy=False``), else the modified copy. (The previous release returned the
+        new column; read it from ``obs[key_added]``.)
 
     Raises
     ------
     napari_scai.io.ReadError
-        A ``ValueError``, when the file is unreadable, lacks the id/class columns, has duplicate ids, or names
-        ids that are not in the table; the message names the file and what is wrong.
+        A ``ValueError``, when the file is unreadable, lacks the id/class columns, has
+        duplicate ids, or names ids that are not in the table; the message names the file and
+        what is wrong. Nothing is written then.
     """
+    key = key_added
+    adata = _get_table(data, table)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Annotation CSV {path} does not exist.")
@@ -559,26 +602,56 @@ def import_annotation_csv(
     labels = pd.Series(df[class_col].to_numpy(), index=df[id_col].to_numpy())
     values = labels.reindex(adata.obs_names)
     categories = list(dict.fromkeys(labels.dropna()))
+    if copy:
+        data = copy_data(data)
+        adata = _get_table(data, table)
     adata.obs[key] = pd.Categorical(values.to_numpy(), categories=categories)
     adata.uns[f"{key}_colors"] = _default_palette(len(categories))
-    return adata.obs[key]
+    return data if copy else None
 
 
-def export_geojson(gdf: gpd.GeoDataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write annotation polygons (any GeoDataFrame) as GeoJSON, atomically.
+@deprecated_call(positional=("path",))
+def export_geojson(
+    data: Any, *, path: str | os.PathLike[str], element: str = "scai_annotations"
+) -> Path:
+    """Write annotation polygons as GeoJSON, atomically.
+
+    An export: writes the file and nothing into ``data``. The previous release's form
+    ``export_geojson(gdf, path)`` still works, with a FutureWarning.
 
     Parameters
     ----------
-    gdf
-        Polygons with their attribute columns (e.g. from :func:`annotations_to_geodataframe`).
+    data
+        A GeoDataFrame of polygons with their attribute columns (e.g. from
+        :func:`annotations_to_geodataframe`), or a SpatialData whose shapes element
+        ``element`` holds them (the Annotate dock saves them as ``scai_annotations``).
     path
         Destination ``.geojson``.
+    element
+        Shapes element to export when ``data`` is a SpatialData.
 
     Returns
     -------
     pathlib.Path
         The written file.
     """
+    import geopandas as gpd
+
+    if isinstance(data, gpd.GeoDataFrame):
+        gdf = data
+    else:
+        shapes = getattr(data, "shapes", None)
+        if shapes is None:
+            raise TypeError(
+                f"export_geojson() takes a GeoDataFrame or a SpatialData, got "
+                f"{type(data).__name__}."
+            )
+        if element not in shapes:
+            raise KeyError(
+                f"SpatialData has no shapes element {element!r}; its shapes are "
+                f"{list(shapes.keys())}. Pass element=<name>."
+            )
+        gdf = shapes[element]
     text = gdf.to_json(na="null", show_bbox=False, drop_id=False)
     return _atomic_write_text(path, text)
 

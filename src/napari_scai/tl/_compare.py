@@ -20,6 +20,7 @@ from napari_scai import metrics
 from napari_scai._validate import get_table as _get_table
 from napari_scai._validate import obs_column
 from napari_scai.tl._annotate import _category_colors, _default_palette
+from napari_scai.tl._api import copy_data, deprecated_call
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -127,8 +128,14 @@ class CompareReport:
 _obs_column = obs_column
 
 
-def compare(data: Any, key_pred: str, key_ref: str, *, table: str = "rna") -> CompareReport:
+@deprecated_call(positional=("key_pred", "key_ref"))
+def compare(
+    data: Any, *, key_pred: str = "scai_domain", key_ref: str, table: str = "rna"
+) -> CompareReport:
     """Score a predicted labelling against a reference annotation.
+
+    A report: writes nothing into ``data``. ``compare(data, "pred", "ref")`` (positional keys,
+    the previous release's form) still works, with a FutureWarning.
 
     Parameters
     ----------
@@ -136,7 +143,7 @@ def compare(data: Any, key_pred: str, key_ref: str, *, table: str = "rna") -> Co
         A :class:`spatialdata.SpatialData` (its ``tables[table]`` is used) or an
         :class:`anndata.AnnData`.
     key_pred
-        ``obs`` column with the predicted labels (e.g. ``"scai_domain"``).
+        ``obs`` column with the predicted labels (default ``"scai_domain"``).
     key_ref
         ``obs`` column with the reference labels (e.g. ``"layer_manual"``); missing values
         mark unlabelled observations, which are dropped and counted in ``n_dropped``.
@@ -200,14 +207,17 @@ def _renamed_labels(pred: pd.Series, matching: dict) -> tuple[pd.Categorical, li
     return values, unmatched
 
 
+@deprecated_call(positional=("key_pred", "report"), renamed={"new_key": "key_added"})
 def rename_by_matching(
-    adata: AnnData,
-    key_pred: str,
-    report: CompareReport,
+    data: Any,
     *,
-    key_ref: str,
-    new_key: str | None = None,
-) -> str:
+    report: CompareReport,
+    key_pred: str | None = None,
+    key_ref: str | None = None,
+    key_added: str | None = None,
+    table: str = "rna",
+    copy: bool = False,
+) -> Any:
     """Rename predicted categories after their matched reference classes.
 
     Matched predicted labels take the name (and the colour, from
@@ -218,25 +228,34 @@ def rename_by_matching(
 
     Parameters
     ----------
-    adata
-        Table holding both columns (for a SpatialData pass ``sdata.tables["rna"]``).
-    key_pred
-        Predicted column, as passed to :func:`compare`.
+    data
+        A SpatialData (``tables[table]`` is used) or an AnnData holding both columns.
     report
-        Result of :func:`compare` on the same columns.
-    key_ref
-        Reference column.
-    new_key
+        Result of :func:`compare` on the same table.
+    key_pred, key_ref
+        Predicted and reference columns; default: those ``report`` compared.
+    key_added
         Column to write; defaults to ``f"{key_pred}_matched"`` (the original column is kept).
+        Colours go to ``uns[f"{key_added}_colors"]``.
+    table
+        Table name when ``data`` is a SpatialData.
+    copy
+        Return a modified copy of ``data`` instead of writing into it.
 
     Returns
     -------
-    str
-        The column written to ``adata.obs`` (colours in ``adata.uns[f"{new_key}_colors"]``).
+    None or SpatialData or AnnData
+        ``None`` (``copy=False``), else the modified copy. (The previous release returned the
+        key written; it is ``key_added``, or ``f"{key_pred}_matched"``.)
     """
+    if copy:
+        data = copy_data(data)
+    adata = _get_table(data, table)
+    key_pred = key_pred or report.key_pred
+    key_ref = key_ref or report.key_ref
     pred = _obs_column(adata, key_pred, "Predicted")
     ref = _obs_column(adata, key_ref, "Reference")
-    new_key = new_key or f"{key_pred}_matched"
+    new_key = key_added or f"{key_pred}_matched"
     values, unmatched = _renamed_labels(pred, report.matching)
 
     ref_cat = ref.astype("category") if not isinstance(ref.dtype, pd.CategoricalDtype) else ref
@@ -272,22 +291,33 @@ def rename_by_matching(
 
     adata.obs[new_key] = pd.Categorical(values.to_numpy(), categories=categories)
     adata.uns[f"{new_key}_colors"] = colors
-    return new_key
+    return data if copy else None
 
 
-def disagreement(adata: AnnData, key_pred: str, key_ref: str, report: CompareReport) -> np.ndarray:
+@deprecated_call(positional=("key_pred", "key_ref", "report"))
+def disagreement(
+    data: Any,
+    *,
+    report: CompareReport,
+    key_pred: str | None = None,
+    key_ref: str | None = None,
+    table: str = "rna",
+) -> np.ndarray:
     """Where the matched prediction differs from the reference.
+
+    A query: returns a mask and writes nothing into ``data``.
 
     Parameters
     ----------
-    adata
-        Table holding both columns.
-    key_pred
-        Predicted column (original labels, as scored by :func:`compare`).
-    key_ref
-        Reference column.
+    data
+        A SpatialData (``tables[table]`` is used) or an AnnData holding both columns.
     report
         Result of :func:`compare` on these columns; its ``matching`` renames the prediction.
+    key_pred, key_ref
+        Predicted (original labels, as scored by :func:`compare`) and reference columns;
+        default: those ``report`` compared.
+    table
+        Table name when ``data`` is a SpatialData.
 
     Returns
     -------
@@ -296,6 +326,9 @@ def disagreement(adata: AnnData, key_pred: str, key_ref: str, report: CompareRep
         reference (a missing or unmatched prediction counts as different), ``False`` where
         they agree or the reference is missing.
     """
+    adata = _get_table(data, table)
+    key_pred = key_pred or report.key_pred
+    key_ref = key_ref or report.key_ref
     pred = _obs_column(adata, key_pred, "Predicted")
     ref = _obs_column(adata, key_ref, "Reference")
     ref_missing = ref.isna().to_numpy()

@@ -18,6 +18,7 @@ from napari_scai.viewer._layers import (
     sdata_layers,
     spots_layer,
 )
+from napari_scai.viewer._notebook import annotate_docks, flush_annotations, show
 from napari_scai.viewer._show import (
     add_samples,
     add_sdata,
@@ -33,11 +34,13 @@ __all__ = [
     "LayerSource",
     "add_samples",
     "add_sdata",
+    "annotate_docks",
     "cell_at",
     "cells_labels_layer",
     "color_style",
     "coordinate_systems",
     "default_image",
+    "flush_annotations",
     "image_layer",
     "polygons_layer",
     "rasterize_discs",
@@ -47,5 +50,6 @@ __all__ = [
     "sdata_layers",
     "sdata_layers_in",
     "set_coordinate_system",
+    "show",
     "spots_layer",
 ]

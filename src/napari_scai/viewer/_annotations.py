@@ -203,15 +203,15 @@ def _apply_steps(values: np.ndarray, steps: Sequence[Step], yx: np.ndarray) -> n
         if is_polygon:
             present = [v for v in dict.fromkeys(values) if v is not None]
             scratch.obs["label"] = pd.Categorical(values, categories=present)
-            col = annotate_from_shapes(
+            annotate_from_shapes(
                 scratch,
-                [p.yx[:, ::-1] for p in group],
+                shapes=[p.yx[:, ::-1] for p in group],
                 classes=[p.cls for p in group],
-                key="label",
+                key_added="label",
                 coords=xy,
                 overwrite=False,
             )
-            out = col.astype(object).to_numpy()
+            out = scratch.obs["label"].astype(object).to_numpy()
             values = np.where(pd.isna(out), None, out).astype(object)
         else:
             for s in group:
@@ -384,8 +384,8 @@ def state_to_geodataframe(state: AnnotationState, matrix: np.ndarray, author: st
     colors = {c.name: c.color for c in state.classes}
     gdf = annotations_to_geodataframe(
         [world_to_intrinsic(p.yx, matrix) for p in polys],
-        [p.cls for p in polys],
-        {p.cls: colors.get(p.cls, MISSING_COLOR) for p in polys},
+        classes=[p.cls for p in polys],
+        colors={p.cls: colors.get(p.cls, MISSING_COLOR) for p in polys},
         author=author,
     )
     gdf["author"] = [p.author or author for p in polys]
@@ -468,7 +468,8 @@ def state_with_csv(state: AnnotationState, adata, rows: np.ndarray, path) -> Ann
     from napari_scai.tl import import_annotation_csv
 
     scratch = AnnData(obs=pd.DataFrame(index=adata.obs_names))
-    col = import_annotation_csv(scratch, path, "imported")
+    import_annotation_csv(scratch, path=path, key_added="imported")
+    col = scratch.obs["imported"]
     rows = np.asarray(rows)
     ok = rows >= 0
     points = np.flatnonzero(ok)

@@ -967,7 +967,7 @@ class AnnotateWidget(QWidget):
         """Per-spot classes as ``spot_id,class`` CSV."""
         from napari_scai.tl import export_annotation_csv
 
-        return export_annotation_csv(self.adata, self.key, path)
+        return export_annotation_csv(self.adata, path=path, key=self.key)
 
     def import_csv(self, path: str | Path) -> None:
         """Per-spot classes from a CSV (one undoable step; unknown classes are added)."""
@@ -988,7 +988,7 @@ class AnnotateWidget(QWidget):
         if gdf is None:
             notify_error("there are no polygons to export. Fix: draw some first")
             return None
-        return export_geojson(gdf, path)
+        return export_geojson(gdf, path=path)
 
     def import_geojson(self, path: str | Path) -> None:
         """Polygons from GeoJSON (``class``/``color`` properties) as one undoable step."""

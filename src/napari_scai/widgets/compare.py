@@ -249,7 +249,7 @@ class CompareWidget(QWidget):
             return None
         pred, ref = self.pred_combo.currentText(), self.ref_combo.currentText()
         try:
-            report = compare(self.adata, pred, ref)
+            report = compare(self.adata, key_pred=pred, key_ref=ref)
         except (KeyError, ValueError) as err:
             notify_error(str(err.args[0]))
             return None
@@ -319,9 +319,8 @@ class CompareWidget(QWidget):
 
         if self.report is None:
             return None
-        new_key = rename_by_matching(
-            self.adata, self.report.key_pred, self.report, key_ref=self.report.key_ref
-        )
+        new_key = f"{self.report.key_pred}_matched"
+        rename_by_matching(self.adata, report=self.report, key_added=new_key)
         recolor(self.layer, new_key)
         self.refresh_columns()
         self.status.setText(
@@ -350,7 +349,7 @@ class CompareWidget(QWidget):
                 self.viewer.layers.remove(name)
             return
         rep = self.report
-        mask_rows = disagreement(self.adata, rep.key_pred, rep.key_ref, rep)
+        mask_rows = disagreement(self.adata, report=rep)
         mask = self._point_values(mask_rows.astype(bool))
         spot_marker_layer(
             self.viewer, name, self.layer, mask, color=HIGHLIGHT_COLOR, size_factor=1.0
