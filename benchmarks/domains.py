@@ -90,11 +90,16 @@ def knn_smoothing_operator(xy: np.ndarray, k: int = 7) -> sp.csr_matrix:
     )
 
 
+GNN_KWARGS: dict = {}  # --epochs / --n-models
+
+
 def run_gnn(adata, seed: int, device: str):
     from napari_scai.tl import spatial_domains
 
-    a = adata.copy()
-    spatial_domains(a, n_domains=K, device=device, seed=seed)
+    # the table itself when it is big (a copy of a 1M-cell matrix would double its memory):
+    # spatial_domains never modifies X, it only adds obs/obsm/uns keys
+    a = adata.copy() if adata.n_obs < 200_000 else adata
+    spatial_domains(a, n_domains=K, device=device, seed=seed, **GNN_KWARGS)
     return a.obs["scai_domain"].to_numpy()
 
 
@@ -102,7 +107,7 @@ def baseline_features(adata, smooth: bool) -> np.ndarray:
     """PCA 30 of 3000 seurat_v3 HVGs, optionally 3 rounds of kNN-7 averaging (baseline (b))."""
     from napari_scai.preprocess import rna_features
 
-    X = rna_features(adata.copy(), n_top_genes=3000, n_comps=30, key_added=None)
+    X = rna_features(adata, n_top_genes=3000, n_comps=30, key_added=None)
     if smooth:
         S = knn_smoothing_operator(np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2])
         for _ in range(3):
@@ -259,6 +264,15 @@ def main(argv=None) -> None:
     p.add_argument("--datasets", default="151673,151674,starmap")
     p.add_argument("--device", default="auto")
     p.add_argument("--scale", type=int, default=0, help="synthetic N-cell section instead")
+    p.add_argument("--genes", type=int, default=100, help="genes of the synthetic section")
+    p.add_argument(
+        "--mean-count",
+        type=float,
+        default=None,
+        help="mean count per gene and cell of the synthetic section (a real panel's sparsity)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="GNN epochs (default: the API's)")
+    p.add_argument("--n-models", type=int, default=None, help="ensemble size (default: API's)")
     p.add_argument("--methods", default="all", help="comma list of: gnn,a,b (default all)")
     p.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
     p.add_argument(
@@ -273,6 +287,10 @@ def main(argv=None) -> None:
         help="also run joint mode on 151673 + 151674 (one shared set of domains)",
     )
     args = p.parse_args(argv)
+    if args.epochs is not None:
+        GNN_KWARGS["epochs"] = args.epochs
+    if args.n_models is not None:
+        GNN_KWARGS["n_models"] = args.n_models
     device = str(resolve_device(args.device))
     seeds = list(range(args.seeds))
     names = list(METHODS)
@@ -295,9 +313,12 @@ def main(argv=None) -> None:
     rows = []
     if args.scale:
         t = time.perf_counter()
-        a = make_synthetic_section(args.scale, seed=0)
+        a = make_synthetic_section(
+            args.scale, n_genes=args.genes, seed=0, mean_count=args.mean_count
+        )
         print(
-            f"synthetic section: {a.n_obs:,} cells x {a.n_vars} genes in {time.perf_counter() - t:.1f} s"
+            f"synthetic section: {a.n_obs:,} cells x {a.n_vars} genes, {a.X.nnz:,} counts "
+            f"stored, in {time.perf_counter() - t:.1f} s"
         )
         rows += bench_dataset(f"synthetic-{args.scale}", a, "planted", seeds, device, names)
     else:

@@ -175,11 +175,11 @@ def transfer_g(ref, query, ref_key):
     return logreg(parts[0][lab], y[lab].astype(str).to_numpy(), parts[1])
 
 
-def bench_transfer(seeds, device):
+def bench_transfer(seeds, device, directions=(("151673", "151674"), ("151674", "151673"))):
     from napari_scai.tl import transfer_labels
 
     rows = []
-    for rname, qname in (("151673", "151674"), ("151674", "151673")):
+    for rname, qname in directions:
         ref, q0 = load(rname), load(qname)
         key = labels_of(qname)
         truth = q0.obs[key].astype(object).where(q0.obs[key].notna(), None).to_numpy()
@@ -294,6 +294,7 @@ def main(argv=None) -> None:
     p.add_argument("--transfer-seeds", default="0")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-transfer", action="store_true")
+    p.add_argument("--directions", default="151673:151674,151674:151673", help="REF:QUERY,...")
     p.add_argument("--no-append", action="store_true")
     args = p.parse_args(argv)
     device = str(resolve_device(args.device))
@@ -302,8 +303,9 @@ def main(argv=None) -> None:
     rows = []
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         rows += bench_guided(name, seeds, device)
+    directions = [tuple(d.split(":")) for d in args.directions.split(",") if d.strip()]
     trows = [] if args.no_transfer else bench_transfer(
-        [int(s) for s in args.transfer_seeds.split(",")], device
+        [int(s) for s in args.transfer_seeds.split(",")], device, directions
     )  # fmt: skip
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python benchmarks/domains_guided.py " + " ".join(sys.argv[1:] if argv is None else argv)

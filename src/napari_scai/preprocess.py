@@ -27,13 +27,38 @@ __all__ = [
 ]
 
 
+#: Stored values handled per step by the sparse column statistics (bounds their extra memory).
+_NNZ_CHUNK = 16_000_000
+
+
+def _sparse_col_sums(X: Any, fn: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Column sums of ``v`` and ``v**2`` over the stored values ``v = fn(data, columns)``.
+
+    Works on the CSR/CSC arrays in place (``bincount`` over column indices, in chunks of
+    stored values), so it never copies the matrix: at 300k x 5000 a copy would be ~2 GB.
+    """
+    X = X if sp.isspmatrix_csr(X) or sp.isspmatrix_csc(X) else sp.csr_matrix(X)
+    if sp.isspmatrix_csc(X):
+        X = X.tocsr()
+    g = X.shape[1]
+    s1, s2 = np.zeros(g), np.zeros(g)
+    nnz = X.indptr[-1]
+    for a in range(0, nnz, _NNZ_CHUNK):
+        cols = X.indices[a : a + _NNZ_CHUNK]
+        v = X.data[a : a + _NNZ_CHUNK].astype(np.float64)
+        if fn is not None:
+            v = fn(v, cols)
+        s1 += np.bincount(cols, weights=v, minlength=g)
+        s2 += np.bincount(cols, weights=v * v, minlength=g)
+    return s1, s2
+
+
 def _mean_var(X: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and unbiased variance (ddof=1) of a dense or sparse matrix."""
     n = X.shape[0]
     if sp.issparse(X):
-        X = sp.csr_matrix(X)
-        mean = np.asarray(X.mean(axis=0)).ravel().astype(np.float64)
-        sq = np.asarray(X.multiply(X).mean(axis=0)).ravel().astype(np.float64)
+        s1, s2 = _sparse_col_sums(X)
+        mean, sq = s1 / max(n, 1), s2 / max(n, 1)
     else:
         X = np.asarray(X, dtype=np.float64)
         mean = X.mean(axis=0)
@@ -99,10 +124,7 @@ def _seurat_v3_one(counts: Any, span: float) -> np.ndarray:
     reg_std[ok] = np.sqrt(10.0**fitted)
     clip = reg_std * np.sqrt(n) + mean
     if sp.issparse(counts):
-        C = sp.csr_matrix(counts, dtype=np.float64, copy=True)
-        C.data = np.minimum(C.data, clip[C.indices])
-        s1 = np.asarray(C.sum(axis=0)).ravel()
-        s2 = np.asarray(C.multiply(C).sum(axis=0)).ravel()
+        s1, s2 = _sparse_col_sums(counts, lambda v, cols: np.minimum(v, clip[cols]))
     else:
         C = np.minimum(np.asarray(counts, dtype=np.float64), clip[None, :])
         s1, s2 = C.sum(axis=0), (C * C).sum(axis=0)
@@ -127,7 +149,8 @@ def highly_variable_genes_seurat_v3(
     norm_vars, ranks = [], []
     for b in pd.unique(batch):
         idx = np.nonzero(batch == b)[0]
-        nv = _seurat_v3_one(counts[idx], span)
+        # one batch: the matrix itself (a row selection would copy all of it)
+        nv = _seurat_v3_one(counts if idx.size == counts.shape[0] else counts[idx], span)
         order = np.argsort(-nv, kind="stable")
         rank = np.full(n_genes, np.nan)
         rank[order[:n_top]] = np.arange(n_top)
@@ -173,6 +196,35 @@ def log_normalize(counts: Any, target_sum: float | None = None) -> Any:
         return X
     X = np.asarray(counts, dtype=np.float32) * factor[:, None].astype(np.float32)
     return np.log1p(X)
+
+
+def _log_normalize_columns(counts: Any, cols: np.ndarray, target_sum: float | None) -> Any:
+    """``log_normalize(counts)[:, cols]`` for sparse counts, copying only those columns.
+
+    Totals come from all genes (as in :func:`log_normalize`); the copy is the selected
+    columns only, scaled and logged in place, in chunks of rows.
+    """
+    X = counts if sp.isspmatrix_csr(counts) else sp.csr_matrix(counts)
+    totals = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
+    if target_sum is None:
+        pos = totals[totals > 0]
+        target_sum = float(np.median(pos)) if pos.size else 1.0
+    factor = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+    sub = X if cols.size == X.shape[1] and np.array_equal(cols, np.arange(X.shape[1])) else None
+    sub = X[:, cols] if sub is None else X
+    out = sp.csr_matrix(
+        (sub.data.astype(np.float32, copy=True), sub.indices.copy(), sub.indptr.copy()),
+        shape=sub.shape,
+    )
+    f32 = factor.astype(np.float32)
+    step = 50_000
+    for r in range(0, out.shape[0], step):
+        a, b = out.indptr[r], out.indptr[min(r + step, out.shape[0])]
+        lens = np.diff(out.indptr[r : min(r + step, out.shape[0]) + 1])
+        seg = out.data[a:b]
+        seg *= np.repeat(f32[r : r + step], lens)
+        np.log1p(seg, out=seg)
+    return out
 
 
 def scale(X: Any, max_value: float | None = 10.0, batch: Any = None) -> np.ndarray:
@@ -375,8 +427,11 @@ def rna_features(
     mask = hv["highly_variable"].to_numpy()
     if key_added is not None:
         adata.var["scai_highly_variable"] = mask
-    logx = log_normalize(counts, target_sum=target_sum)
-    logx = logx[:, np.nonzero(mask)[0]]
+    if sp.issparse(counts):
+        logx = _log_normalize_columns(counts, np.nonzero(mask)[0], target_sum)
+    else:
+        logx = log_normalize(counts, target_sum=target_sum)
+        logx = logx[:, np.nonzero(mask)[0]]
     if n_comps is not None and not return_scaled and int(mask.sum()) <= 8000:
         # chunked: never holds the dense cells x HVGs matrix (48 GB at 1M x 3000)
         out = scaled_pca_chunked(logx, n_comps, max_value=scale_max, batch=batch, check=check)

@@ -105,7 +105,9 @@ class DomainConfig:
     mask_rate: float = 0.0
     max_full_batch: int = 400_000
     tile_size: int = 100_000
-    w_cls: float = 1.0
+    #: weight of the guided cross-entropy term, equal to ``w_rec``: the labelled nodes' classes
+    #: count as much as their reconstruction (1.0 measured 0.015 ARI lower on a DLPFC dev check)
+    w_cls: float = 10.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -380,6 +380,7 @@ def _guided(
     seed,
     latent_dim,
     genes=None,
+    logit_smooth_rounds=3,
 ):
     """Semi-supervised run shared by guided ``spatial_domains`` and ``transfer_labels``.
 
@@ -416,13 +417,13 @@ def _guided(
     rt.report(90, 100, "classifying")
     S = normalize_adjacency(A, self_loops=True, kind="row")
 
-    def smooth(M: np.ndarray) -> np.ndarray:
-        for _ in range(int(smooth_rounds)):
+    def smooth(M: np.ndarray, rounds: int = smooth_rounds) -> np.ndarray:
+        for _ in range(int(rounds)):
             M = np.asarray(S @ M, dtype=np.float32)
         return M
 
     # the head is linear, so smoothing its logits = the head on the smoothed embedding
-    L = [smooth(lg).astype(np.float64) for lg in logits]
+    L = [smooth(lg, logit_smooth_rounds).astype(np.float64) for lg in logits]
     held = [np.nonzero((fold == m) & (codes >= 0))[0] for m in range(n_models)]
     oof_logits = np.vstack([L[m][h] for m, h in enumerate(held)]) if n_folds else np.empty((0, 1))
     oof_y = np.concatenate([codes[h] for h in held]) if n_folds else np.empty(0, dtype=int)
@@ -476,6 +477,7 @@ def spatial_domains(
     covariance_type: str = "tied",
     n_init: int = 30,
     smooth_rounds: int = 1,
+    guided_smooth_rounds: int = 3,
     n_models: int = 3,
     n_domains_range: tuple[int, int] = (3, 15),
     k_selection: str = "stability",
@@ -558,6 +560,10 @@ def spatial_domains(
         Rounds of neighbour averaging (row-normalised graph with self-loops) applied to the
         embedding before the mixture (and to the class logits in guided mode); the smoothed
         embedding is what ``obsm`` receives.
+    guided_smooth_rounds
+        Guided mode: rounds of neighbour averaging of the class logits (3, as the smoothing of
+        baseline (b): domains are spatially contiguous; 3 rounds measured ~0.01 ARI above 1 on
+        a DLPFC development check).
     graph_kwargs
         Passed to :func:`napari_scai.graph.spatial_graph` (e.g. ``k=``, ``radius=``,
         ``spatial_key=``; the key is also where the tiled path reads coordinates).
@@ -601,6 +607,7 @@ def spatial_domains(
         covariance_type=covariance_type,
         n_init=n_init,
         smooth_rounds=smooth_rounds,
+        guided_smooth_rounds=guided_smooth_rounds,
         n_models=n_models,
         n_domains_range=n_domains_range,
         k_selection=k_selection,
@@ -634,6 +641,7 @@ def _spatial_domains(
     covariance_type,
     n_init,
     smooth_rounds,
+    guided_smooth_rounds,
     n_models,
     n_domains_range,
     k_selection,
@@ -709,6 +717,7 @@ def _spatial_domains(
             "n_top_genes": n_top_genes,
             "n_comps": n_comps,
             "smooth_rounds": int(smooth_rounds),
+            "guided_smooth_rounds": int(guided_smooth_rounds) if guided else "none",
             "model": cfg.as_dict(),
             "n_samples": len(adatas),
             "n_models": n_models,
@@ -730,6 +739,7 @@ def _spatial_domains(
                 smooth_rounds=smooth_rounds,
                 seed=seed,
                 latent_dim=latent_dim,
+                logit_smooth_rounds=guided_smooth_rounds,
             )
             labels = P.argmax(1)
             conf = P[np.arange(labels.size), labels]

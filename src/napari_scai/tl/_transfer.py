@@ -74,6 +74,7 @@ def transfer_labels(
     lr: float = 1e-3,
     n_models: int = 3,
     smooth_rounds: int = 1,
+    guided_smooth_rounds: int = 3,
     min_shared_genes: int = MIN_SHARED_GENES,
     progress: Any = None,
     cancel: Any = None,
@@ -103,7 +104,7 @@ def transfer_labels(
         Return a modified copy of ``query`` instead of writing into it.
     layer, graph, graph_kwargs, n_top_genes, n_comps
         As in :func:`napari_scai.tl.spatial_domains`.
-    epochs, hidden_dim, latent_dim, lr, n_models, smooth_rounds
+    epochs, hidden_dim, latent_dim, lr, n_models, smooth_rounds, guided_smooth_rounds
         As in :func:`napari_scai.tl.spatial_domains`.
     min_shared_genes
         Refuse (:class:`GeneOverlapError`) below this many shared genes (see
@@ -201,6 +202,7 @@ def transfer_labels(
             seed=seed,
             latent_dim=latent_dim,
             genes=ov["genes"],
+            logit_smooth_rounds=guided_smooth_rounds,
         )
         A = info.pop("graph")
         labels = P.argmax(1)
