@@ -56,7 +56,11 @@ def load(name: str) -> ad.AnnData:
 
 
 def make_synthetic_section(
-    n_cells: int, n_genes: int = 100, n_domains: int = 7, seed: int = 0
+    n_cells: int,
+    n_genes: int = 100,
+    n_domains: int = 7,
+    seed: int = 0,
+    mean_count: float | None = None,
 ) -> ad.AnnData:
     """Synthetic tissue with planted domains (``obs['planted']``): curved bands plus two round
     islands, from :func:`napari_scai.datasets.synthetic_section` (10 markers per domain,
@@ -72,6 +76,7 @@ def make_synthetic_section(
         depth=0.5,
         seed=seed,
         as_anndata=True,
+        mean_count=mean_count,
     )
     a.obs["planted"] = pd.Categorical(a.obs["domain"].cat.codes.astype(str))
     return a

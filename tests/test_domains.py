@@ -51,7 +51,7 @@ def test_spatial_domains_writes_results_and_recovers_planted_domains():
     out = spatial_domains(
         a, n_domains=4, device="cpu", seed=0, progress=lambda s, t, m: steps.append((s, t)), **FAST
     )
-    assert out is a
+    assert out is None  # copy=False: written in place
     assert (a.X != X_before).nnz == 0  # the user's counts are untouched
     dom = a.obs["scai_domain"]
     assert isinstance(dom.dtype, pd.CategoricalDtype)
@@ -112,7 +112,7 @@ def test_joint_mode_two_samples_share_domains():
     a, b = synthetic_section(600, seed=1), synthetic_section(600, seed=2)
     b.X = b.X * 2  # a sample effect (deeper sequencing)
     out = spatial_domains([a, b], n_domains=4, device="cpu", seed=0, **FAST)
-    assert isinstance(out, list) and out[0] is a and out[1] is b
+    assert out is None
     assert list(a.obs["scai_domain"].cat.categories) == list(b.obs["scai_domain"].cat.categories)
     assert a.uns["scai_domain_params"]["n_samples"] == 2
     both = pd.concat([a.obs[["truth", "scai_domain"]], b.obs[["truth", "scai_domain"]]])
@@ -142,12 +142,12 @@ def test_dlpfc_151673_accuracy():
 
     sdata = dlpfc_151673()
     # the shipped defaults (no epochs/n_comps/... overrides): what a user gets
-    a = spatial_domains(sdata, table="rna", n_domains=7, device="cpu", seed=0)
+    assert spatial_domains(sdata, table="rna", n_domains=7, device="cpu", seed=0) is None
     import inspect
 
+    a = sdata.tables["rna"]
     shipped = inspect.signature(spatial_domains).parameters["epochs"].default
     assert a.uns["scai_domain_params"]["model"]["epochs"] == shipped  # not a test setting
-    assert a is sdata.tables["rna"]
     y = a.obs["layer_manual"]
     keep = y.notna().to_numpy()
     ari = adjusted_rand_score(y[keep], a.obs["scai_domain"][keep])
@@ -273,3 +273,78 @@ def test_ensemble_members_are_the_single_seed_models():
         Z1, _ = train_domain_model(X, A, cfg, Runtime("cpu", seed))
         np.testing.assert_allclose(Zm, Z1, rtol=1e-3, atol=1e-4)
     assert not np.allclose(Zs[0], Zs[1], atol=1e-2)  # members differ
+
+
+# ---- review fixes (issue 11, point 5) -------------------------------------------------------
+
+
+def test_tiled_path_reads_coordinates_from_graph_kwargs_spatial_key():
+    """The tiled path takes its coordinates from graph_kwargs['spatial_key'], not 'spatial'."""
+    a = synthetic_section(500, seed=6)
+    a.obsm["xy"] = a.obsm.pop("spatial")
+    tiny = dict(FAST, epochs=3, max_full_batch=100, tile_size=200, n_models=1)
+    spatial_domains(a, n_domains=3, graph_kwargs={"spatial_key": "xy"}, **tiny)
+    assert a.obs["scai_domain"].nunique() == 3
+    assert "spatial" not in a.obsm
+
+
+def test_run_restores_global_rng_and_determinism_flags():
+    import random
+
+    a = synthetic_section(300, seed=7)
+    torch.use_deterministic_algorithms(False)
+    np.random.seed(123)  # noqa: NPY002 - the caller's legacy global state
+    random.seed(9)
+    torch.manual_seed(77)
+    expect_np = np.random.get_state()[1].copy()  # noqa: NPY002
+    expect_py = random.getstate()
+    expect_torch = torch.get_rng_state().clone()
+    spatial_domains(a, n_domains=3, device="cpu", **FAST)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert np.array_equal(np.random.get_state()[1], expect_np)  # noqa: NPY002
+    assert random.getstate() == expect_py
+    assert torch.equal(torch.get_rng_state(), expect_torch)
+    # and a caller who had determinism on keeps it
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        train_domain_model(
+            np.ones((50, 4), np.float32),
+            build_knn_graph(a.obsm["spatial"][:50], 4),
+            DomainConfig(epochs=1, hidden_dim=8, latent_dim=4),
+            Runtime("cpu", 0),
+        )
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_tiled_ensemble_members_are_the_single_seed_models():
+    """On the tiled path too, member m of an ensemble is the model seeds[m] trains alone."""
+    from napari_scai.models.domains import train_domain_ensemble
+
+    a = synthetic_section(n=500, seed=8)
+    X = np.random.default_rng(1).normal(size=(a.n_obs, 8)).astype(np.float32)
+    A = build_knn_graph(a.obsm["spatial"], 6)
+    cfg = DomainConfig(epochs=4, hidden_dim=16, latent_dim=8, max_full_batch=100, tile_size=150)
+    coords = a.obsm["spatial"]
+    Zs, info = train_domain_ensemble(X, A, cfg, Runtime("cpu", 0), seeds=[3, 4], coords=coords)
+    assert info["n_parts"] >= 3 and len(Zs) == 2
+    for seed, Zm in zip([3, 4], Zs, strict=True):
+        Z1, _ = train_domain_model(X, A, cfg, Runtime("cpu", seed), coords=coords)
+        np.testing.assert_allclose(Zm, Z1, rtol=1e-4, atol=1e-5)
+
+
+def test_docstrings_do_not_claim_k_is_chosen_by_bic():
+    import napari_scai.models.cluster as cluster
+
+    doc = spatial_domains.__doc__
+    assert "choose K by BIC" not in doc and "stability" in doc
+    assert "K selection by BIC" not in (cluster.__doc__ or "")
+
+
+def test_copy_true_returns_a_modified_copy_and_leaves_the_input():
+    a = synthetic_section(300, seed=9)
+    out = spatial_domains(a, n_domains=3, device="cpu", copy=True, **FAST)
+    assert out is not a and "scai_domain" in out.obs and "scai_domain" not in a.obs
+    with pytest.raises(TypeError):
+        spatial_domains(a, "rna", 3)  # options are keyword-only

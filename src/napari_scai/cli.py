@@ -68,8 +68,10 @@ def _run_args_problem(args, sdata) -> str | None:
     """What makes this ``run`` fail at its end (existing --out, unknown columns), or None."""
     if args.out and Path(args.out).exists() and not args.overwrite:
         return f"{args.out} exists. Fix: pass --overwrite, or choose another --out"
+    if getattr(args, "transfer_from", None) and not args.labels:  # --- domains2 (issue 11)
+        return "--transfer-from needs --labels COL (the reference's label column)"
     if args.table is None:
-        if args.domains is None and not args.compare:
+        if args.domains is None and not args.compare and not getattr(args, "transfer_from", None):
             return None  # nothing is analysed: any table (protein-only, ATAC-only) is fine
         args.table = "rna"
     if args.table not in sdata.tables:
@@ -103,14 +105,24 @@ def cmd_run(args) -> int:
     if args.domains is not None:
         from napari_scai.tl import spatial_domains
 
-        adata = spatial_domains(
-            sdata, table=args.table, n_domains=args.domains, device=args.device, seed=args.seed
-        )
+        with TerminalProgress("spatial domains") as bar:
+            spatial_domains(
+                sdata,
+                table=args.table,
+                n_domains=args.domains,
+                device=args.device,
+                seed=args.seed,
+                progress=bar,
+                **_epochs(args),
+            )
+        adata = sdata.tables[args.table]
         counts = adata.obs["scai_domain"].value_counts().sort_index()
         print(
             f"spatial domains ({args.domains}): "
             + ", ".join(f"{k}: {v}" for k, v in counts.items())
         )
+    if getattr(args, "transfer_from", None):  # --- domains2 (issue 11)
+        _run_transfer(args, sdata)
     if args.compare:
         from napari_scai.tl import compare
 
@@ -122,6 +134,70 @@ def cmd_run(args) -> int:
         io.write(sdata, out, overwrite=args.overwrite)
         print(f"wrote {out}")
     return 0
+
+
+# --- domains2 (issue 11): terminal progress bar and label transfer -------------------------
+
+
+class TerminalProgress:
+    """A one-line progress bar on stderr for ``progress(step, total, message)`` callbacks."""
+
+    def __init__(self, title: str, width: int = 30, stream=None) -> None:
+        self.title, self.width = title, width
+        self.stream = stream or sys.stderr
+        self.last = ""
+
+    def __call__(self, step: int, total: int, message: str = "") -> None:
+        frac = min(max(step / max(total, 1), 0.0), 1.0)
+        done = int(round(frac * self.width))
+        line = (f"\r{self.title} [{'#' * done}{'.' * (self.width - done)}] {frac:4.0%} {message}")[
+            :120
+        ]
+        if line != self.last:
+            self.stream.write(line.ljust(len(self.last)))
+            self.stream.flush()
+            self.last = line
+
+    def __enter__(self) -> TerminalProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.last:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _epochs(args) -> dict:
+    return {} if getattr(args, "epochs", None) is None else {"epochs": args.epochs}
+
+
+def _run_transfer(args, sdata) -> None:
+    from napari_scai.tl import transfer_labels
+
+    ref = _load(args.transfer_from, None)
+    try:
+        with TerminalProgress("label transfer") as bar:
+            transfer_labels(
+                ref,
+                sdata,
+                args.labels,
+                table=args.table,
+                device=args.device,
+                seed=args.seed,
+                progress=bar,
+                **_epochs(args),
+            )
+    except ValueError as err:  # too few shared genes, too few classes: the message says why
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+    obs = sdata.tables[args.table].obs
+    ov = sdata.tables[args.table].uns["scai_transfer_params"]["gene_overlap"]
+    counts = obs["scai_transfer"].value_counts().sort_index()
+    print(
+        f"label transfer from {args.transfer_from} ({ov['n_shared']} shared genes): "
+        + ", ".join(f"{k}: {v}" for k, v in counts.items())
+        + f"; mean confidence {float(obs['scai_transfer_confidence'].mean()):.2f}"
+    )
 
 
 def open_viewer(
@@ -222,6 +298,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--device", default="auto", help="auto, cpu or cuda")
     run.add_argument("--seed", type=int, default=0)
+    # --- domains2 (issue 11): label transfer
+    run.add_argument(
+        "--transfer-from",
+        metavar="REF",
+        help="annotated reference section: transfer its --labels onto PATH (obs['scai_transfer'])",
+    )
+    run.add_argument("--labels", metavar="COL", help="the reference's label column")
+    run.add_argument(
+        "--epochs", type=int, default=None, help="training epochs of the GNN (default: 300)"
+    )
     run.set_defaults(func=cmd_run)
     return parser
 

@@ -1,4 +1,4 @@
-"""Gaussian mixture clustering in torch (no R), K selection by BIC, graph refinement.
+"""Gaussian mixture clustering in torch (no R), K selection (BIC or stability), refinement.
 
 The EM runs in float64 on the chosen device. Initialisation is deterministic for a given seed:
 k-means++ seeding followed by Lloyd iterations, repeated ``n_init`` times; the restart with the

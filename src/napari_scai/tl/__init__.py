@@ -6,6 +6,7 @@
 ``rename_by_matching``     rename predicted domains after their matched reference classes
 ``disagreement``           where a (renamed) prediction and the reference differ
 ``annotate_from_shapes``   polygons -> class per spot/cell (vectorised point-in-polygon)
+``transfer_labels``        annotated reference section -> labels + confidence on queries
 =========================  ===========================================================
 """
 
@@ -37,6 +38,8 @@ __all__ = [
     "points_in_polygons",
     "rename_by_matching",
     "spatial_domains",
+    # --- domains2 (issue 11): label transfer between sections
+    "transfer_labels",
 ]
 
 
@@ -46,4 +49,9 @@ def __getattr__(name: str) -> Any:
         from napari_scai.tl._domains import spatial_domains
 
         return spatial_domains
+    # --- domains2 (issue 11): label transfer between sections
+    if name == "transfer_labels":
+        from napari_scai.tl._transfer import transfer_labels
+
+        return transfer_labels
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

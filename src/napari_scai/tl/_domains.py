@@ -12,6 +12,9 @@ import scipy.sparse as sp
 
 __all__ = ["spatial_domains"]
 
+#: Shared genes needed for a joint embedding of sections (see transfer_labels).
+MIN_SHARED_GENES = 100
+
 
 from napari_scai._validate import get_table as _table  # noqa: E402 - the shared lookup
 
@@ -73,149 +76,45 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def spatial_domains(
-    data: Any,
-    table: str = "rna",
-    n_domains: int | None = 7,
-    device: str = "auto",
-    seed: int = 0,
-    *,
-    graph: Any = "auto",
-    batch_key: str | None = None,
-    refine: bool = False,
-    progress: Any = None,
-    cancel: Any = None,
-    layer: str | None = None,
-    n_top_genes: int = 3000,
-    n_comps: int = 50,
-    epochs: int = 300,
-    hidden_dim: int = 128,
-    latent_dim: int = 32,
-    lr: float = 1e-3,
-    covariance_type: str = "tied",
-    n_init: int = 30,
-    smooth_rounds: int = 1,
-    n_models: int = 3,
-    n_domains_range: tuple[int, int] = (3, 15),
-    k_selection: str = "stability",
-    graph_kwargs: dict[str, Any] | None = None,
-    key_added: str = "scai_domain",
-    **model_kwargs: Any,
-):
-    """Find spatial domains with a graph autoencoder and a Gaussian mixture.
-
-    Pipeline: Seurat v3 HVGs on counts -> log-normalise, scale, PCA -> spatial graph (Visium
-    hex, else kNN) -> GCN autoencoder with a local contrastive term (see
-    :mod:`napari_scai.models.domains`) -> tied-covariance GMM with ``n_domains`` components in
-    torch -> optional neighbour-majority refinement.
-
-    Parameters
-    ----------
-    data
-        A SpatialData (``data.tables[table]`` is used), an AnnData, or a list of them (joint
-        mode: one block-diagonal graph, one shared embedding and shared domains; the sample is
-        a batch covariate).
-    table
-        Table name inside a SpatialData.
-    n_domains
-        Number of domains K, or None to choose K by BIC among ``n_domains_range``.
-    device
-        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    seed
-        Seed for the model and the mixture (same seed, same device -> same labels).
-    graph
-        ``"auto"`` (hex for Visium, kNN otherwise), ``"hex"``, ``"knn"``, ``"radius"``,
-        ``"delaunay"``, ``"squidpy"``, an ``obsp`` key, or a scipy sparse adjacency.
-    batch_key
-        ``obs`` column with a batch covariate (within one table); in joint mode the sample
-        index is used and combined with it.
-    refine
-        Apply neighbour-majority refinement to the labels.
-    progress
-        ``progress(step, total, message)`` callback.
-    cancel
-        Object with ``is_set()`` (e.g. ``threading.Event``); when set the run raises
-        :class:`napari_scai.models.Cancelled` and writes nothing.
-    layer
-        Layer with raw counts (default ``X``).
-    n_top_genes, n_comps
-        HVGs and principal components used as model input.
-    epochs, hidden_dim, latent_dim, lr
-        Model size and training.
-    covariance_type, n_init
-        Gaussian mixture settings: covariance model and number of k-means++ restarts (the
-        highest-likelihood fit is kept). 30 restarts, because with 10 the EM ended in a
-        lower-likelihood optimum on 2 of 5 seeds of the joint DLPFC run (7,312 spots).
-    n_models
-        Size of the ensemble: this many models (seeds derived from ``seed``) are trained and
-        their standardised embeddings concatenated and reduced by PCA to ``latent_dim`` before
-        clustering. Averages out seed-to-seed variation of single models (costs ``n_models``
-        trainings).
-    n_domains_range
-        Candidate K (inclusive) when ``n_domains`` is None.
-    k_selection
-        How K is chosen when ``n_domains`` is None: ``"stability"`` (mixtures on subsamples
-        agree best; default) or ``"bic"`` (tends to over-split graph embeddings).
-    smooth_rounds
-        Rounds of neighbour averaging (row-normalised graph with self-loops) applied to the
-        embedding before the mixture; the smoothed embedding is what ``obsm`` receives.
-    graph_kwargs
-        Passed to :func:`napari_scai.graph.spatial_graph` (e.g. ``k=``, ``radius=``).
-    key_added
-        Prefix of the written keys (default ``scai_domain``).
-    **model_kwargs
-        Extra :class:`napari_scai.models.domains.DomainConfig` fields.
-
-    Returns
-    -------
-    AnnData or list of AnnData
-        The table(s), with ``obs[key_added]`` (categorical "0".."K-1", ordered by size),
-        ``obs[f"{key_added}_confidence"]``, ``obsm[f"X_{key_added}"]``,
-        ``uns[f"{key_added}_colors"]`` and ``uns[f"{key_added}_params"]``.
-    """
+def _copy_data(data: Any) -> Any:
+    """A modified-copy target: AnnData.copy(), a deep copy of a SpatialData, or a list of them."""
     import anndata as ad
 
-    from napari_scai._colors import palette
-    from napari_scai.graph import block_diagonal, graph_stats
-    from napari_scai.models._runtime import Runtime
-    from napari_scai.models.cluster import (
-        GaussianMixture,
-        refine_labels,
-        select_n_components,
-        select_n_components_stability,
-    )
-    from napari_scai.models.domains import DomainConfig, train_domain_ensemble
-    from napari_scai.preprocess import rna_features
+    if isinstance(data, ad.AnnData):
+        return data.copy()
+    if isinstance(data, Sequence) and not isinstance(data, str):
+        return [_copy_data(d) for d in data]
+    from spatialdata import deepcopy
 
-    t0 = time.perf_counter()
-    joint = isinstance(data, Sequence) and not isinstance(data, (str, ad.AnnData))
-    adatas = [_table(d, table) for d in (data if joint else [data])]
-    if not adatas:
-        raise ValueError("no samples given")
-    auto_k = n_domains is None
-    k_candidates = (
-        list(range(int(n_domains_range[0]), int(n_domains_range[1]) + 1)) if auto_k else []
-    )
-    if auto_k and (not k_candidates or k_candidates[0] < 1):
-        raise ValueError(
-            f"n_domains_range={n_domains_range!r} must be (low, high) with 1 <= low <= high"
-        )
-    if not auto_k:
-        n_domains = int(n_domains)
-        if n_domains < 1:
-            raise ValueError("n_domains must be >= 1 (or None to choose it by BIC)")
-    inputs = list(data) if joint else [data]
+    return deepcopy(data)
+
+
+def _validate_inputs(
+    adatas: list[Any],
+    inputs: list[Any],
+    *,
+    table: str,
+    layer: str | None,
+    graph: Any,
+    graph_kwargs: dict[str, Any] | None,
+    joint: bool,
+    n_domains: int | None = None,
+    role: str = "sample",
+) -> None:
+    """Errors that name the object, the field and the fix, raised before anything runs."""
+    import anndata as ad
+
     spatial_key = (graph_kwargs or {}).get("spatial_key", "spatial")
     for i, (a, d) in enumerate(zip(adatas, inputs, strict=True)):
         where = "the AnnData" if isinstance(d, ad.AnnData) else f"table {table!r}"
-        where += f" of sample {i}" if joint else ""
+        where += f" of {role} {i}" if joint else ""
         if layer and layer not in a.layers:
             raise KeyError(
                 f"layer {layer!r} not in {where}; it has layers {list(a.layers.keys())}. "
                 "Fix: pass one of those, or layer=None for X"
             )
         _check_counts(a, layer, where)
-        if not auto_k and a.n_obs < n_domains:
+        if n_domains is not None and a.n_obs < n_domains:
             raise ValueError(
                 f"n_domains={n_domains} is more than the {a.n_obs} cells/spots in {where}. "
                 "Fix: ask for fewer domains"
@@ -230,22 +129,44 @@ def spatial_domains(
                     "graph_kwargs={'spatial_key': <key>}, or give array_row/array_col for a "
                     "Visium hex graph"
                 )
-    rt = Runtime(device=device, seed=seed, progress=progress, cancel=cancel)
-    rt.report(0, 100, "preprocessing")
 
-    # ---- features (on copies; the user's X is not touched)
+
+def _tile_coords(adatas: list[Any], spatial_key: str) -> np.ndarray | None:
+    """Coordinates for the tiled path: ``obsm[spatial_key]`` (or Visium array coordinates),
+    samples placed side by side. None when a sample has neither."""
+    offs, cs = 0.0, []
+    for a in adatas:
+        if spatial_key in a.obsm:
+            c = np.asarray(a.obsm[spatial_key], dtype=np.float64)[:, :2].copy()
+        elif "array_row" in a.obs and "array_col" in a.obs:
+            c = np.column_stack([a.obs["array_col"], a.obs["array_row"]]).astype(np.float64)
+        else:
+            return None
+        c[:, 0] += offs - c[:, 0].min()
+        offs = c[:, 0].max() + 1.0
+        cs.append(c)
+    return np.vstack(cs)
+
+
+def _features(adatas, *, layer, batch_key, n_top_genes, n_comps, seed, rt, genes=None):
+    """Joint model input: (PCA features, batch codes or None, sample index per row)."""
+    import anndata as ad
+
+    from napari_scai.preprocess import rna_features
+
     if len(adatas) == 1:
+        a0 = adatas[0]
+        X0 = a0.layers[layer] if layer else a0.X
         work = ad.AnnData(
-            X=adatas[0].layers[layer] if layer else adatas[0].X,
-            obs=adatas[0].obs[[batch_key]]
-            if batch_key
-            else pd.DataFrame(index=adatas[0].obs_names),
+            X=X0,
+            obs=a0.obs[[batch_key]] if batch_key else pd.DataFrame(index=a0.obs_names),
         )
         sample = np.zeros(work.n_obs, dtype=np.int64)
     else:
-        genes = adatas[0].var_names
-        for a in adatas[1:]:
-            genes = genes.intersection(a.var_names, sort=False)
+        if genes is None:
+            genes = adatas[0].var_names
+            for a in adatas[1:]:
+                genes = genes.intersection(a.var_names, sort=False)
         if len(genes) == 0:
             raise ValueError("the samples share no genes (var_names); cannot embed them jointly")
         parts = []
@@ -275,125 +196,634 @@ def spatial_domains(
         check=rt.check,
     )
     rt.check()
+    return feats, batch, sample
 
-    # ---- graph (block diagonal over samples)
-    rt.report(10, 100, "building spatial graph")
-    gk = dict(graph_kwargs or {})
-    A = block_diagonal([_graph_for(a, graph, gk) for a in adatas])
-    coords = None
-    if all("spatial" in a.obsm for a in adatas):
-        offs, cs = 0.0, []
-        for a in adatas:  # place samples side by side for tiling
-            c = np.asarray(a.obsm["spatial"], dtype=np.float64)[:, :2].copy()
-            c[:, 0] += offs - c[:, 0].min()
-            offs = c[:, 0].max() + 1.0
-            cs.append(c)
-        coords = np.vstack(cs)
-    rt.check()
 
-    # ---- model
-    cfg = DomainConfig(
-        hidden_dim=hidden_dim, latent_dim=latent_dim, epochs=epochs, lr=lr, **model_kwargs
-    )
-    t_train = time.perf_counter()
+def _train_members(feats, A, batch, coords, cfg, rt, *, seed, n_models, labels_per_member):
+    """Train the ensemble; return per-member embeddings, per-member logits (or None), losses.
+
+    ``labels_per_member``: None (unsupervised) or one label vector per member (-1 unlabelled).
+    Members whose labels differ cannot share a pass: they train one after the other.
+    """
+    from napari_scai.models._runtime import Runtime
+    from napari_scai.models.domains import train_domain_ensemble
 
     def _progress(step: int, total: int, msg: str) -> None:
         rt.report(15 + (75 * step) // max(total, 1), 100, msg)  # training: 15..90 of 100
 
-    n_models = max(int(n_models), 1)
     train_rt = Runtime(
-        device=rt.device, seed=seed * 1000, progress=_progress if progress else None, cancel=cancel
+        device=rt.device,
+        seed=seed * 1000,
+        progress=_progress if rt.progress else None,
+        cancel=rt.cancel,
     )
     seeds = [seed * 1000 + m for m in range(n_models)]
     # On a GPU all members train in one pass (kernel launches, not flops, bound these small
-    # graphs); on a CPU one after the other, which measured 10-25% faster there.
-    groups = [seeds] if rt.device.type == "cuda" else [[s] for s in seeds]
-    Zs, losses = [], []
+    # graphs); on a CPU one after the other, which measured 10-25% faster there. Guided
+    # members see different labels (cross-fitting) and so always train in turn.
+    together = rt.device.type == "cuda" and labels_per_member is None
+    groups = [list(range(n_models))] if together else [[m] for m in range(n_models)]
+    Zs, logits, losses = [], [], []
     for g, members in enumerate(groups):
 
-        def _progress_g(s: int, t: int, msg: str, g: int = g) -> None:
-            _progress(g * t + s, len(groups) * t, msg)
+        def _progress_g(s: int, t: int, msg: str, g: int = g, members=members) -> None:
+            who = (
+                f"model {members[0] + 1}/{n_models}"
+                if len(members) == 1
+                else f"models 1-{n_models}"
+            )
+            _progress(g * t + s, len(groups) * t, f"{who}: {msg}")
 
-        train_rt.progress = _progress_g if progress else None
+        train_rt.progress = _progress_g if rt.progress else None
         Zg, info = train_domain_ensemble(
-            feats, A, cfg, train_rt, seeds=members, batch=batch, coords=coords
+            feats,
+            A,
+            cfg,
+            train_rt,
+            seeds=[seeds[m] for m in members],
+            batch=batch,
+            coords=coords,
+            labels=None if labels_per_member is None else labels_per_member[members[0]],
         )
         Zs += Zg
+        if info.get("logits") is not None:
+            logits += list(info["logits"])
         losses.append(float(info["loss_history"][-1]) if info["loss_history"] else float("nan"))
+    return Zs, (logits or None), losses
+
+
+def _combine(Zs: list[np.ndarray], latent_dim: int, seed: int) -> np.ndarray:
     Zs = [Zm / max(float(Zm.std()), 1e-12) for Zm in Zs]
-    if n_models == 1:
-        Z = Zs[0]
-    else:
-        from napari_scai.preprocess import pca
+    if len(Zs) == 1:
+        return Zs[0]
+    from napari_scai.preprocess import pca
 
-        Z = pca(np.hstack(Zs), n_comps=latent_dim, seed=seed)
-    del Zs
-    t_train = time.perf_counter() - t_train
+    return pca(np.hstack(Zs), n_comps=latent_dim, seed=seed)
 
-    # ---- clustering
-    rt.report(90, 100, "clustering")
-    if smooth_rounds > 0:
-        from napari_scai.graph import normalize_adjacency
 
-        S = normalize_adjacency(A, self_loops=True, kind="row")
-        for _ in range(int(smooth_rounds)):
-            Z = np.asarray(S @ Z, dtype=np.float32)
-    gmm_kwargs = dict(
-        covariance_type=covariance_type, n_init=n_init, seed=seed, device=rt.device, cancel=cancel
-    )
-    bics = None
-    if auto_k:
-        if k_selection == "bic":
-            n_domains, bics, gmm = select_n_components(Z, k_candidates, **gmm_kwargs)
-        elif k_selection == "stability":
-            n_domains, bics, gmm = select_n_components_stability(Z, k_candidates, **gmm_kwargs)
+def _label_codes(adatas: list[Any], key: str, where: str) -> tuple[np.ndarray, list[str], Any]:
+    """Integer codes (-1 = unlabelled) over the concatenated tables, the class names in use
+    (categories without a labelled spot are dropped) and the colours of those classes."""
+    values, colors = [], None
+    for i, a in enumerate(adatas):
+        if key not in a.obs.columns:
+            raise KeyError(
+                f"annotation/labels column {key!r} not in obs of {where} {i} (columns: "
+                f"{list(a.obs.columns)}). Fix: paint classes in the Annotate dock (it writes "
+                "obs['scai_annotation']) or name an existing column"
+            )
+        col = a.obs[key]
+        values.append(col.astype(object).where(col.notna(), None).to_numpy())
+        if colors is None and isinstance(col.dtype, pd.CategoricalDtype):
+            cols = a.uns.get(f"{key}_colors")
+            if cols is not None and len(cols) == len(col.cat.categories):
+                colors = dict(zip(map(str, col.cat.categories), cols, strict=True))
+    v = np.concatenate(values)
+    lab = np.array([x is not None and not (isinstance(x, float) and np.isnan(x)) for x in v])
+    names = list(pd.unique(pd.Series([str(x) for x in v[lab]])))
+    first = next((a.obs[key] for a in adatas), None)
+    if first is not None and isinstance(first.dtype, pd.CategoricalDtype):  # keep category order
+        order = [str(c) for c in first.cat.categories]
+        names = [c for c in order if c in set(names)] + [c for c in names if c not in set(order)]
+    codes = np.full(v.size, -1, dtype=np.int64)
+    idx = {c: j for j, c in enumerate(names)}
+    codes[lab] = [idx[str(x)] for x in v[lab]]
+    return codes, names, colors
+
+
+def _cross_fit_folds(
+    codes: np.ndarray, A: sp.csr_matrix, coords: np.ndarray | None, n_folds: int, seed: int
+) -> np.ndarray:
+    """Fold (0..n_folds-1, or -1: in every fold's training) of each labelled node.
+
+    Folds follow strokes: the labelled nodes of a class are split into their connected pieces
+    on the spatial graph (one painted stroke = one piece) and pieces go to folds in turn, so a
+    held-out node's neighbours are held out too. A class with fewer pieces than folds is cut
+    into ``n_folds`` spatially contiguous chunks along its main axis instead; a class with
+    fewer than ``n_folds`` nodes is in every fold's training (no held-out prediction).
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng([int(seed), 11])
+    fold = np.full(codes.size, -1, dtype=np.int64)
+    for c in np.unique(codes[codes >= 0]):
+        nodes = np.nonzero(codes == c)[0]
+        if nodes.size < n_folds:
+            continue
+        n_comp, comp = connected_components(A[nodes][:, nodes], directed=False)
+        if n_comp >= n_folds:
+            order = rng.permutation(n_comp)
+            # biggest pieces first, dealt round-robin, so folds get similar sizes
+            sizes = np.bincount(comp, minlength=n_comp)
+            order = order[np.argsort(-sizes[order], kind="stable")]
+            f_of = np.empty(n_comp, dtype=np.int64)
+            f_of[order] = np.arange(n_comp) % n_folds
+            fold[nodes] = f_of[comp]
         else:
-            raise ValueError(f"k_selection={k_selection!r}; use 'stability' or 'bic'")
-    else:
-        gmm = GaussianMixture(n_domains, **gmm_kwargs).fit(Z)
-    post = gmm.predict_proba(Z)
-    labels = post.argmax(1)
-    if refine:
-        labels = refine_labels(labels, A, n_rounds=1)
-    # name domains by size (largest = "0"), ties by component index: deterministic
-    sizes = np.bincount(labels, minlength=n_domains)
-    order = np.lexsort((np.arange(n_domains), -sizes))
-    rank = np.empty(n_domains, dtype=np.int64)
-    rank[order] = np.arange(n_domains)
-    conf = post[np.arange(labels.size), labels].astype(np.float32)
-    names = [str(i) for i in range(n_domains)]
-    colors = palette(n_domains)
-    params = _plain(
-        {
-            "n_domains": n_domains,
-            "k_selection": {"method": k_selection, "scores": bics} if auto_k else None,
-            "seed": int(seed),
-            "device": str(rt.device),
-            "graph": graph if isinstance(graph, str) else "user",
-            "graph_stats": graph_stats(A),
-            "batch_key": batch_key,
-            "refine": bool(refine),
-            "n_top_genes": n_top_genes,
-            "n_comps": n_comps,
-            "covariance_type": covariance_type,
-            "n_init": n_init,
-            "smooth_rounds": int(smooth_rounds),
-            "model": cfg.as_dict(),
-            "n_samples": len(adatas),
-            "gmm_log_likelihood": float(gmm.lower_bound_),
-            "train_seconds": round(t_train, 3),
-            "total_seconds": round(time.perf_counter() - t0, 3),
-            "n_models": n_models,
-            "final_loss": losses,
-        }
+            if coords is not None:
+                xy = coords[nodes] - coords[nodes].mean(0)
+                axis = np.linalg.svd(xy, full_matrices=False)[2][0] if nodes.size > 1 else [1, 0]
+                t = xy @ np.asarray(axis)
+            else:
+                t = np.arange(nodes.size, dtype=np.float64)
+            chunks = np.array_split(np.argsort(t, kind="stable"), n_folds)
+            for f, ch in enumerate(chunks):
+                fold[nodes[ch]] = f
+    return fold
+
+
+def _fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """Temperature T minimising the held-out NLL of ``softmax(logits / T)`` (T in [0.05, 20])."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    if y.size == 0:
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        lp = log_softmax(logits / np.exp(log_t), axis=1)
+        return float(-lp[np.arange(y.size), y].mean())
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+def _guided(
+    adatas,
+    codes,
+    names,
+    *,
+    rt,
+    layer,
+    batch_key,
+    graph,
+    graph_kwargs,
+    n_top_genes,
+    n_comps,
+    cfg,
+    n_models,
+    smooth_rounds,
+    seed,
+    latent_dim,
+    genes=None,
+    logit_smooth_rounds=3,
+):
+    """Semi-supervised run shared by guided ``spatial_domains`` and ``transfer_labels``.
+
+    Returns (probabilities n x C, smoothed embedding, graph, sample index, info dict).
+    """
+    from napari_scai.graph import block_diagonal, normalize_adjacency
+
+    rt.report(0, 100, "preprocessing")
+    feats, batch, sample = _features(
+        adatas,
+        layer=layer,
+        batch_key=batch_key,
+        n_top_genes=n_top_genes,
+        n_comps=n_comps,
+        seed=seed,
+        rt=rt,
+        genes=genes,
     )
-    rt.check()  # nothing is written when cancelled
+    rt.report(10, 100, "building spatial graph")
+    A = block_diagonal([_graph_for(a, graph, dict(graph_kwargs or {})) for a in adatas])
+    coords = _tile_coords(adatas, (graph_kwargs or {}).get("spatial_key", "spatial"))
+    rt.check()
+    n_folds = n_models if n_models >= 2 else 0
+    fold = _cross_fit_folds(codes, A, coords, n_folds, seed) if n_folds else np.full(codes.size, -1)
+    # member m trains on every labelled node outside fold m; fold m is its held-out set
+    per_member = []
+    for m in range(n_models):
+        y = codes.copy()
+        y[(fold == m) & (codes >= 0)] = -1
+        per_member.append(y)
+    Zs, logits, losses = _train_members(
+        feats, A, batch, coords, cfg, rt, seed=seed, n_models=n_models, labels_per_member=per_member
+    )
+    rt.report(90, 100, "classifying")
+    S = normalize_adjacency(A, self_loops=True, kind="row")
+
+    def smooth(M: np.ndarray, rounds: int = smooth_rounds) -> np.ndarray:
+        for _ in range(int(rounds)):
+            M = np.asarray(S @ M, dtype=np.float32)
+        return M
+
+    # the head is linear, so smoothing its logits = the head on the smoothed embedding
+    L = [smooth(lg, logit_smooth_rounds).astype(np.float64) for lg in logits]
+    held = [np.nonzero((fold == m) & (codes >= 0))[0] for m in range(n_models)]
+    oof_logits = np.vstack([L[m][h] for m, h in enumerate(held)]) if n_folds else np.empty((0, 1))
+    oof_y = np.concatenate([codes[h] for h in held]) if n_folds else np.empty(0, dtype=int)
+    T = _fit_temperature(oof_logits, oof_y) if oof_y.size else 1.0
+    from scipy.special import softmax
+
+    P = np.mean([softmax(lg / T, axis=1) for lg in L], axis=0)
+    Z = smooth(_combine(Zs, latent_dim, seed))
+    oof_acc = float((oof_logits.argmax(1) == oof_y).mean()) if oof_y.size else float("nan")
+    info = {
+        "temperature": T,
+        "n_labelled": int((codes >= 0).sum()),
+        "n_held_out": int(oof_y.size),
+        "held_out_accuracy": oof_acc,
+        "final_loss": losses,
+        "graph": A,
+    }
+    return P, Z, sample, info
+
+
+def _write(adatas, sample, key_added, labels, names, conf, Z, colors, params) -> None:
     for i, a in enumerate(adatas):
         sel = sample == i
-        a.obs[key_added] = pd.Categorical.from_codes(rank[labels[sel]], categories=names)
-        a.obs[f"{key_added}_confidence"] = conf[sel]
+        a.obs[key_added] = pd.Categorical.from_codes(labels[sel], categories=names)
+        a.obs[f"{key_added}_confidence"] = conf[sel].astype(np.float32)
         a.obsm[f"X_{key_added}"] = Z[sel]
         a.uns[f"{key_added}_colors"] = list(colors)
         a.uns[f"{key_added}_params"] = dict(params, sample_index=i)
-    rt.report(100, 100, "done")
-    return adatas if joint else adatas[0]
+
+
+def spatial_domains(
+    data: Any,
+    *,
+    table: str = "rna",
+    n_domains: int | None = 7,
+    annotation_key: str | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    graph: Any = "auto",
+    batch_key: str | None = None,
+    refine: bool = False,
+    progress: Any = None,
+    cancel: Any = None,
+    layer: str | None = None,
+    n_top_genes: int = 3000,
+    n_comps: int = 50,
+    epochs: int = 300,
+    hidden_dim: int = 128,
+    latent_dim: int = 32,
+    lr: float = 1e-3,
+    covariance_type: str = "tied",
+    n_init: int = 30,
+    smooth_rounds: int = 1,
+    guided_smooth_rounds: int = 3,
+    n_models: int = 3,
+    n_domains_range: tuple[int, int] = (3, 15),
+    k_selection: str = "stability",
+    graph_kwargs: dict[str, Any] | None = None,
+    key_added: str = "scai_domain",
+    copy: bool = False,
+    **model_kwargs: Any,
+) -> Any:
+    """Find spatial domains with a graph autoencoder, unsupervised or guided by annotations.
+
+    Pipeline: Seurat v3 HVGs on counts -> log-normalise, scale, PCA -> spatial graph (Visium
+    hex, else kNN) -> GCN autoencoder with a local contrastive term (see
+    :mod:`napari_scai.models.domains`), an ensemble of ``n_models`` -> then either
+
+    * unsupervised (``annotation_key=None``): tied-covariance GMM with ``n_domains``
+      components in torch, optional neighbour-majority refinement; or
+    * guided (``annotation_key`` given): the painted spots train a classification head on the
+      embedding together with the unsupervised terms (semi-supervised); members are
+      cross-fitted (member m does not see the strokes of fold m), the held-out strokes fit a
+      temperature, and every spot gets the most probable annotated class with its calibrated
+      probability as confidence.
+
+    Parameters
+    ----------
+    data
+        A SpatialData (``data.tables[table]`` is used), an AnnData, or a list of them (joint
+        mode: one block-diagonal graph, one shared embedding and shared domains; the sample is
+        a batch covariate).
+    table
+        Table name inside a SpatialData.
+    n_domains
+        Number of domains K, or None to choose K among ``n_domains_range`` by
+        ``k_selection`` (clustering stability by default). Ignored in guided mode (K = the
+        annotated classes).
+    annotation_key
+        ``obs`` column with a class on some spots and missing values elsewhere (the Annotate
+        dock writes ``obs['scai_annotation']``). Needs at least two classes with labelled
+        spots; categories without any labelled spot are dropped.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    seed
+        Seed for the model and the mixture (same seed, same device -> same labels). The
+        caller's global RNG state is left as it was.
+    graph
+        ``"auto"`` (hex for Visium, kNN otherwise), ``"hex"``, ``"knn"``, ``"radius"``,
+        ``"delaunay"``, ``"squidpy"``, an ``obsp`` key, or a scipy sparse adjacency.
+    batch_key
+        ``obs`` column with a batch covariate (within one table); in joint mode the sample
+        index is used and combined with it.
+    refine
+        Apply neighbour-majority refinement to the labels (unsupervised mode).
+    progress
+        ``progress(step, total, message)`` callback; messages name the ensemble member
+        being trained (``"model 2/3: training epoch ..."``).
+    cancel
+        Object with ``is_set()`` (e.g. ``threading.Event``); when set the run raises
+        :class:`napari_scai.models.Cancelled` and writes nothing.
+    layer
+        Layer with raw counts (default ``X``).
+    n_top_genes, n_comps
+        HVGs and principal components used as model input.
+    epochs, hidden_dim, latent_dim, lr
+        Model size and training.
+    covariance_type, n_init
+        Gaussian mixture settings: covariance model and number of k-means++ restarts (the
+        highest-likelihood fit is kept). 30 restarts, because with 10 the EM ended in a
+        lower-likelihood optimum on 2 of 5 seeds of the joint DLPFC run (7,312 spots).
+    n_models
+        Size of the ensemble: this many models (seeds derived from ``seed``) are trained and
+        their standardised embeddings concatenated and reduced by PCA to ``latent_dim`` before
+        clustering. Averages out seed-to-seed variation of single models (costs ``n_models``
+        trainings). Guided mode uses the members as cross-fitting folds (>= 2 needed for a
+        calibrated confidence; with 1 the temperature is 1).
+    n_domains_range
+        Candidate K (inclusive) when ``n_domains`` is None.
+    k_selection
+        How K is chosen when ``n_domains`` is None: ``"stability"`` (mixtures on subsamples
+        agree best; default) or ``"bic"`` (tends to over-split graph embeddings).
+    smooth_rounds
+        Rounds of neighbour averaging (row-normalised graph with self-loops) applied to the
+        embedding before the mixture (and to the class logits in guided mode); the smoothed
+        embedding is what ``obsm`` receives.
+    guided_smooth_rounds
+        Guided mode: rounds of neighbour averaging of the class logits (3, as the smoothing of
+        baseline (b): domains are spatially contiguous; 3 rounds measured ~0.01 ARI above 1 on
+        a DLPFC development check).
+    graph_kwargs
+        Passed to :func:`napari_scai.graph.spatial_graph` (e.g. ``k=``, ``radius=``,
+        ``spatial_key=``; the key is also where the tiled path reads coordinates).
+    key_added
+        Prefix of the written keys (default ``scai_domain``).
+    copy
+        Return a modified copy instead of writing into ``data``.
+    **model_kwargs
+        Extra :class:`napari_scai.models.domains.DomainConfig` fields (e.g. ``w_cls``, the
+        weight of the guided cross-entropy term).
+
+    Returns
+    -------
+    None, or (``copy=True``) the modified copy of ``data``. Written into each table:
+    ``obs[key_added]`` (categorical: "0".."K-1" ordered by size, or the annotated classes),
+    ``obs[f"{key_added}_confidence"]`` (posterior of the chosen domain; calibrated class
+    probability in guided mode), ``obsm[f"X_{key_added}"]``, ``uns[f"{key_added}_colors"]``
+    and ``uns[f"{key_added}_params"]``.
+    """
+    if copy:
+        data = _copy_data(data)
+    _spatial_domains(
+        data,
+        table=table,
+        n_domains=n_domains,
+        annotation_key=annotation_key,
+        device=device,
+        seed=seed,
+        graph=graph,
+        batch_key=batch_key,
+        refine=refine,
+        progress=progress,
+        cancel=cancel,
+        layer=layer,
+        n_top_genes=n_top_genes,
+        n_comps=n_comps,
+        epochs=epochs,
+        hidden_dim=hidden_dim,
+        latent_dim=latent_dim,
+        lr=lr,
+        covariance_type=covariance_type,
+        n_init=n_init,
+        smooth_rounds=smooth_rounds,
+        guided_smooth_rounds=guided_smooth_rounds,
+        n_models=n_models,
+        n_domains_range=n_domains_range,
+        k_selection=k_selection,
+        graph_kwargs=graph_kwargs,
+        key_added=key_added,
+        model_kwargs=model_kwargs,
+    )
+    return data if copy else None
+
+
+def _spatial_domains(
+    data,
+    *,
+    table,
+    n_domains,
+    annotation_key,
+    device,
+    seed,
+    graph,
+    batch_key,
+    refine,
+    progress,
+    cancel,
+    layer,
+    n_top_genes,
+    n_comps,
+    epochs,
+    hidden_dim,
+    latent_dim,
+    lr,
+    covariance_type,
+    n_init,
+    smooth_rounds,
+    guided_smooth_rounds,
+    n_models,
+    n_domains_range,
+    k_selection,
+    graph_kwargs,
+    key_added,
+    model_kwargs,
+) -> None:
+    import anndata as ad
+
+    from napari_scai._colors import palette
+    from napari_scai.graph import block_diagonal, graph_stats
+    from napari_scai.models._runtime import Runtime
+    from napari_scai.models.cluster import (
+        GaussianMixture,
+        refine_labels,
+        select_n_components,
+        select_n_components_stability,
+    )
+    from napari_scai.models.domains import DomainConfig, preserve_global_random_state
+
+    t0 = time.perf_counter()
+    joint = isinstance(data, Sequence) and not isinstance(data, (str, ad.AnnData))
+    adatas = [_table(d, table) for d in (data if joint else [data])]
+    if not adatas:
+        raise ValueError("no samples given")
+    guided = annotation_key is not None
+    auto_k = n_domains is None and not guided
+    k_candidates = (
+        list(range(int(n_domains_range[0]), int(n_domains_range[1]) + 1)) if auto_k else []
+    )
+    if auto_k and (not k_candidates or k_candidates[0] < 1):
+        raise ValueError(
+            f"n_domains_range={n_domains_range!r} must be (low, high) with 1 <= low <= high"
+        )
+    if auto_k and k_selection not in ("stability", "bic"):
+        raise ValueError(f"k_selection={k_selection!r}; use 'stability' or 'bic'")
+    if not auto_k and not guided:
+        n_domains = int(n_domains)
+        if n_domains < 1:
+            raise ValueError("n_domains must be >= 1 (or None to choose it among n_domains_range)")
+    inputs = list(data) if joint else [data]
+    _validate_inputs(
+        adatas,
+        inputs,
+        table=table,
+        layer=layer,
+        graph=graph,
+        graph_kwargs=graph_kwargs,
+        joint=joint,
+        n_domains=None if (auto_k or guided) else n_domains,
+    )
+    codes = names = ann_colors = None
+    if guided:
+        codes, names, ann_colors = _label_codes(adatas, annotation_key, "sample")
+        if len(names) < 2:
+            have = f"only class {names[0]!r}" if names else "no labelled spot"
+            raise ValueError(
+                f"annotation_key={annotation_key!r} has {have} "
+                f"({int((codes >= 0).sum())} labelled spots); guided domains need at least two "
+                "classes with labelled spots. Fix: paint strokes of at least two classes"
+            )
+    n_models = max(int(n_models), 1)
+    cfg = DomainConfig(
+        hidden_dim=hidden_dim, latent_dim=latent_dim, epochs=epochs, lr=lr, **model_kwargs
+    )
+    with preserve_global_random_state():
+        rt = Runtime(device=device, seed=seed, progress=progress, cancel=cancel)
+        common = {
+            "seed": int(seed),
+            "device": str(rt.device),
+            "graph": graph if isinstance(graph, str) else "user",
+            "batch_key": batch_key,
+            "n_top_genes": n_top_genes,
+            "n_comps": n_comps,
+            "smooth_rounds": int(smooth_rounds),
+            "guided_smooth_rounds": int(guided_smooth_rounds) if guided else "none",
+            "model": cfg.as_dict(),
+            "n_samples": len(adatas),
+            "n_models": n_models,
+        }
+        if guided:
+            P, Z, sample, info = _guided(
+                adatas,
+                codes,
+                names,
+                rt=rt,
+                layer=layer,
+                batch_key=batch_key,
+                graph=graph,
+                graph_kwargs=graph_kwargs,
+                n_top_genes=n_top_genes,
+                n_comps=n_comps,
+                cfg=cfg,
+                n_models=n_models,
+                smooth_rounds=smooth_rounds,
+                seed=seed,
+                latent_dim=latent_dim,
+                logit_smooth_rounds=guided_smooth_rounds,
+            )
+            labels = P.argmax(1)
+            conf = P[np.arange(labels.size), labels]
+            colors = [
+                (ann_colors or {}).get(c, d)
+                for c, d in zip(names, palette(len(names)), strict=True)
+            ]
+            A = info.pop("graph")
+            params = _plain(
+                dict(
+                    common,
+                    mode="guided",
+                    annotation_key=annotation_key,
+                    classes=list(names),
+                    n_domains=len(names),
+                    graph_stats=graph_stats(A),
+                    total_seconds=round(time.perf_counter() - t0, 3),
+                    **info,
+                )
+            )
+            rt.check()
+            _write(adatas, sample, key_added, labels, names, conf, Z, colors, params)
+            rt.report(100, 100, "done")
+            return
+
+        rt.report(0, 100, "preprocessing")
+        feats, batch, sample = _features(
+            adatas,
+            layer=layer,
+            batch_key=batch_key,
+            n_top_genes=n_top_genes,
+            n_comps=n_comps,
+            seed=seed,
+            rt=rt,
+        )
+        # ---- graph (block diagonal over samples)
+        rt.report(10, 100, "building spatial graph")
+        A = block_diagonal([_graph_for(a, graph, dict(graph_kwargs or {})) for a in adatas])
+        coords = _tile_coords(adatas, (graph_kwargs or {}).get("spatial_key", "spatial"))
+        rt.check()
+        t_train = time.perf_counter()
+        Zs, _, losses = _train_members(
+            feats, A, batch, coords, cfg, rt, seed=seed, n_models=n_models, labels_per_member=None
+        )
+        Z = _combine(Zs, latent_dim, seed)
+        del Zs
+        t_train = time.perf_counter() - t_train
+
+        # ---- clustering
+        rt.report(90, 100, "clustering")
+        if smooth_rounds > 0:
+            from napari_scai.graph import normalize_adjacency
+
+            S = normalize_adjacency(A, self_loops=True, kind="row")
+            for _ in range(int(smooth_rounds)):
+                Z = np.asarray(S @ Z, dtype=np.float32)
+        gmm_kwargs = dict(
+            covariance_type=covariance_type,
+            n_init=n_init,
+            seed=seed,
+            device=rt.device,
+            cancel=cancel,
+        )
+        bics = None
+        if auto_k:
+            if k_selection == "bic":
+                n_domains, bics, gmm = select_n_components(Z, k_candidates, **gmm_kwargs)
+            else:
+                n_domains, bics, gmm = select_n_components_stability(Z, k_candidates, **gmm_kwargs)
+        else:
+            gmm = GaussianMixture(n_domains, **gmm_kwargs).fit(Z)
+        post = gmm.predict_proba(Z)
+        labels = post.argmax(1)
+        if refine:
+            labels = refine_labels(labels, A, n_rounds=1)
+        # name domains by size (largest = "0"), ties by component index: deterministic
+        sizes = np.bincount(labels, minlength=n_domains)
+        order = np.lexsort((np.arange(n_domains), -sizes))
+        rank = np.empty(n_domains, dtype=np.int64)
+        rank[order] = np.arange(n_domains)
+        conf = post[np.arange(labels.size), labels].astype(np.float32)
+        names = [str(i) for i in range(n_domains)]
+        params = _plain(
+            dict(
+                common,
+                mode="unsupervised",
+                n_domains=n_domains,
+                k_selection={"method": k_selection, "scores": bics} if auto_k else None,
+                graph_stats=graph_stats(A),
+                refine=bool(refine),
+                covariance_type=covariance_type,
+                n_init=n_init,
+                gmm_log_likelihood=float(gmm.lower_bound_),
+                train_seconds=round(t_train, 3),
+                total_seconds=round(time.perf_counter() - t0, 3),
+                final_loss=losses,
+            )
+        )
+        rt.check()  # nothing is written when cancelled
+        _write(adatas, sample, key_added, rank[labels], names, conf, Z, palette(n_domains), params)
+        rt.report(100, 100, "done")

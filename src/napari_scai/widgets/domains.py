@@ -1,4 +1,9 @@
-"""Spatial-domains dock: pick table, K, device and seed; Run off the main thread; Cancel."""
+"""Spatial-domains dock: pick table, K, device and seed; Run off the main thread; Cancel.
+
+"Guide with annotations" runs the guided (semi-supervised) mode on the Annotate dock's column
+(``obs['scai_annotation']``): paint more strokes, press Run again, and the map updates.
+"Transfer labels" carries an annotated section's labels (another spots layer) onto this one.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,9 @@ from qtpy.QtWidgets import (
 )
 
 from napari_scai.widgets._common import notify_error, refill_combo, scai_point_layers
+
+#: The column the Annotate dock writes.
+ANNOTATION_COLUMN = "scai_annotation"
 
 
 def available_devices() -> list[tuple[str, bool]]:
@@ -58,6 +66,21 @@ class DomainsWidget(QWidget):
                 self.device_combo.model().item(self.device_combo.count() - 1).setEnabled(False)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
+        self.guided = QCheckBox("guide with annotations")
+        self.guided.setToolTip(
+            "Use the classes painted in the Annotate dock (obs['scai_annotation']): every spot "
+            "gets one of them, with a calibrated confidence. Paint more and Run again to update."
+        )
+        self.annotation_combo = QComboBox()
+        self.annotation_combo.setEnabled(False)
+        self.transfer_box = QGroupBox("Transfer labels from another section")
+        self.reference_combo = QComboBox()
+        self.labels_combo = QComboBox()
+        self.transfer_button = QPushButton("Transfer")
+        tf = QFormLayout(self.transfer_box)
+        tf.addRow("Reference layer", self.reference_combo)
+        tf.addRow("Reference labels", self.labels_combo)
+        tf.addRow(self.transfer_button)
         self.advanced = QGroupBox("Advanced")
         self.advanced.setCheckable(True)
         self.advanced.setChecked(False)
@@ -83,6 +106,8 @@ class DomainsWidget(QWidget):
         form.addRow("", self.auto_k)
         form.addRow("Device", self.device_combo)
         form.addRow("Seed", self.seed)
+        form.addRow(self.guided)
+        form.addRow("Annotation column", self.annotation_combo)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -90,6 +115,7 @@ class DomainsWidget(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.advanced)
         layout.addLayout(buttons)
+        layout.addWidget(self.transfer_box)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addStretch(1)
@@ -99,7 +125,11 @@ class DomainsWidget(QWidget):
         self._cancel: threading.Event | None = None
         self.worker = None
         self.result = None
+        self.mode = "domains"
         self.auto_k.toggled.connect(lambda on: self.n_domains.setEnabled(not on))
+        self.guided.toggled.connect(self._on_guided_toggled)
+        self.reference_combo.currentIndexChanged.connect(self._refresh_reference_labels)
+        self.transfer_button.clicked.connect(self.transfer)
         self.layer_combo.currentIndexChanged.connect(self._refresh_tables)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
@@ -133,6 +163,53 @@ class DomainsWidget(QWidget):
             self.table_combo.addItems(tables)
             if source.table in tables:
                 self.table_combo.setCurrentText(source.table)
+        self._refresh_annotation_columns()
+        self._refresh_references()
+
+    def _label_columns(self, layer) -> list[str]:
+        if layer is None:
+            return []
+        from napari_scai.widgets.annotate import label_columns
+
+        return label_columns(layer.metadata["adata"])
+
+    def _refresh_annotation_columns(self, *_args) -> None:
+        cols = self._label_columns(self.layer)
+        current = self.annotation_combo.currentText()
+        self.annotation_combo.clear()
+        # the Annotate dock's column first (it may appear only after the first stroke)
+        self.annotation_combo.addItems(
+            [ANNOTATION_COLUMN] + [c for c in cols if c != ANNOTATION_COLUMN]
+        )
+        if current:
+            self.annotation_combo.setCurrentText(current)
+
+    def _on_guided_toggled(self, on: bool) -> None:
+        self._refresh_annotation_columns()
+        self.annotation_combo.setEnabled(on)
+        self.n_domains.setEnabled(not on and not self.auto_k.isChecked())
+        self.auto_k.setEnabled(not on)
+
+    def _refresh_references(self, *_args) -> None:
+        names = [
+            ly.name
+            for ly in scai_point_layers(self.viewer)
+            if not ly.metadata["scai"].extra.get("derived") and ly is not self.layer
+        ]
+        refill_combo(self.reference_combo, names)
+        self._refresh_reference_labels()
+
+    @property
+    def reference_layer(self):
+        name = self.reference_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _refresh_reference_labels(self, *_args) -> None:
+        current = self.labels_combo.currentText()
+        self.labels_combo.clear()
+        self.labels_combo.addItems(self._label_columns(self.reference_layer))
+        if current:
+            self.labels_combo.setCurrentText(current)
 
     # --- running ---------------------------------------------------------------------------------
     def parameters(self) -> dict[str, Any]:
@@ -144,16 +221,30 @@ class DomainsWidget(QWidget):
             "device": device,
             "seed": self.seed.value(),
         }
+        if self.guided.isChecked():
+            params["annotation_key"] = self.annotation_combo.currentText() or ANNOTATION_COLUMN
+            params.pop("n_domains")
         if self.advanced.isChecked():
             if self.epochs.value() > 0:
                 params["epochs"] = self.epochs.value()
-            params["refine"] = self.refine.isChecked()
+            if not self.guided.isChecked():
+                params["refine"] = self.refine.isChecked()
+        return params
+
+    def transfer_parameters(self) -> dict[str, Any]:
+        """The keyword arguments passed to :func:`napari_scai.tl.transfer_labels`."""
+        params: dict[str, Any] = {
+            "labels_key": self.labels_combo.currentText(),
+            "table": self.table_combo.currentText(),
+            "device": self.device_combo.currentText(),
+            "seed": self.seed.value(),
+        }
+        if self.advanced.isChecked() and self.epochs.value() > 0:
+            params["epochs"] = self.epochs.value()
         return params
 
     def run(self) -> None:
         """Start the model in a worker thread (progress bar + Cancel stay responsive)."""
-        from napari.qt.threading import create_worker
-
         from napari_scai.tl import spatial_domains
 
         layer = self.layer
@@ -162,16 +253,70 @@ class DomainsWidget(QWidget):
             return
         sdata = layer.metadata["sdata"]
         params = self.parameters()
+        key = params.get("annotation_key")
+        if key is not None:
+            col = layer.metadata["adata"].obs.get(key)
+            if col is None or col.notna().sum() == 0:
+                notify_error(
+                    f"No annotation in obs['{key}']. Fix: paint strokes of at least two "
+                    "classes in the Annotate dock, then Run"
+                )
+                return
         self._cancel = threading.Event()
         relay = self._relay
+        cancel = self._cancel
 
         def job():
-            return spatial_domains(
+            spatial_domains(
                 sdata,
                 progress=lambda i, n, msg: relay.progress.emit(i, n, msg),
-                cancel=self._cancel,
+                cancel=cancel,
                 **params,
             )
+            return sdata.tables[params["table"]]
+
+        self.mode = "guided" if key is not None else "domains"
+        self._start(job, params["device"])
+
+    def transfer(self) -> None:
+        """Transfer the reference layer's labels onto this layer's table (worker thread)."""
+        from napari_scai.tl import transfer_labels
+
+        layer, ref_layer = self.layer, self.reference_layer
+        if layer is None or ref_layer is None:
+            notify_error(
+                "Transfer needs two sections: open the annotated reference as another layer"
+            )
+            return
+        params = self.transfer_parameters()
+        if not params["labels_key"]:
+            notify_error("The reference layer has no label column. Fix: annotate it first")
+            return
+        sdata, reference = layer.metadata["sdata"], ref_layer.metadata["sdata"]
+        ref_table = ref_layer.metadata["scai"].table
+        self._cancel = threading.Event()
+        relay, cancel = self._relay, self._cancel
+
+        def job():
+            p = dict(params)
+            labels_key = p.pop("labels_key")
+            table = p.pop("table")
+            ref = reference.tables[ref_table] if ref_table in reference.tables else reference
+            transfer_labels(
+                ref,
+                sdata.tables[table],
+                labels_key,
+                progress=lambda i, n, msg: relay.progress.emit(i, n, msg),
+                cancel=cancel,
+                **p,
+            )
+            return sdata.tables[table]
+
+        self.mode = "transfer"
+        self._start(job, params["device"])
+
+    def _start(self, job, device: str) -> None:
+        from napari.qt.threading import create_worker
 
         self.result = None
         # Errors are handled in _on_error (Cancelled included), not re-raised in the GUI thread.
@@ -180,9 +325,10 @@ class DomainsWidget(QWidget):
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
         self.run_button.setEnabled(False)
+        self.transfer_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)
-        self.status.setText(f"running on {params['device']}…")
+        self.status.setText(f"running on {device}…")
         self.worker.start()
 
     def cancel(self) -> None:
@@ -202,19 +348,25 @@ class DomainsWidget(QWidget):
 
         self.result = adata
         layer = self.layer
-        recolor(layer, "scai_domain")
-        self._show_confidence(layer)
-        k = adata.obs["scai_domain"].nunique()
+        key = "scai_transfer" if self.mode == "transfer" else "scai_domain"
+        recolor(layer, key)
+        self._show_confidence(layer, key)
+        k = adata.obs[key].nunique()
+        what = {
+            "domains": "domains",
+            "guided": "annotated classes",
+            "transfer": "reference classes",
+        }
         self.status.setText(
-            f"done: {k} domains in obs['scai_domain'] (confidence in obs['scai_domain_confidence'])"
+            f"done: {k} {what[self.mode]} in obs['{key}'] (confidence in obs['{key}_confidence'])"
         )
 
-    def _show_confidence(self, layer) -> None:
+    def _show_confidence(self, layer, key: str = "scai_domain") -> None:
         from napari_scai.viewer import recolor
 
         name = f"{layer.name} confidence"
         if name in self.viewer.layers:
-            recolor(self.viewer.layers[name], "scai_domain_confidence", limits=(0.0, 1.0))
+            recolor(self.viewer.layers[name], f"{key}_confidence", limits=(0.0, 1.0))
             return
         conf = self.viewer.add_points(
             layer.data,
@@ -226,7 +378,7 @@ class DomainsWidget(QWidget):
             metadata={**layer.metadata, "scai": _derived_source(layer.metadata["scai"])},
             **{k: getattr(layer, k) for k in ("scale", "translate")},
         )
-        recolor(conf, "scai_domain_confidence", limits=(0.0, 1.0), colormap="magma")
+        recolor(conf, f"{key}_confidence", limits=(0.0, 1.0), colormap="magma")
 
     def _on_error(self, err: Exception) -> None:
         from napari_scai.models import Cancelled
@@ -239,6 +391,7 @@ class DomainsWidget(QWidget):
 
     def _on_finished(self) -> None:
         self.run_button.setEnabled(True)
+        self.transfer_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if self.result is not None else 0)

@@ -1,0 +1,235 @@
+"""``transfer_labels``: carry an annotated section's labels onto other sections.
+
+Reference and query sections are embedded together by the spatial-domain GNN (genes matched
+by name; one block-diagonal graph; per-section scaling and a section covariate in the decoder
+remove the batch), the reference's labelled spots train the classification head
+(semi-supervised, see :func:`napari_scai.tl.spatial_domains` with ``annotation_key``), and the
+query spots get the most probable reference class with a calibrated probability.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["GeneOverlapError", "gene_overlap", "transfer_labels"]
+
+#: Fewest shared genes a transfer accepts. The model input is PCA (``n_comps=50`` by default)
+#: of the shared genes' HVGs; with fewer than 100 genes there is hardly more than one gene per
+#: component left, and a mismatch of gene naming (Ensembl IDs against symbols) shows as a
+#: handful of chance matches, far below this.
+MIN_SHARED_GENES = 100
+#: Fewest shared genes as a fraction of the smaller panel. The two DLPFC files in the shared
+#: data each keep their own top 5,000 genes and share 2,340 (47%); a naming mismatch shares
+#: ~0%. 10% separates the two with a wide margin; below 50% a warning says how few are shared.
+MIN_SHARED_FRACTION = 0.10
+WARN_SHARED_FRACTION = 0.50
+
+
+class GeneOverlapError(ValueError):
+    """Reference and query share too few genes (by name) for a joint embedding."""
+
+
+def gene_overlap(reference: Any, queries: Sequence[Any]) -> dict[str, Any]:
+    """Genes shared by name between the reference table and every query table.
+
+    Returns ``{"genes": Index, "n_shared", "n_reference", "n_query": [...],
+    "fraction_of_smaller"}``.
+    """
+    genes = reference.var_names
+    for q in queries:
+        genes = genes.intersection(q.var_names, sort=False)
+    smaller = min([reference.n_vars] + [q.n_vars for q in queries])
+    return {
+        "genes": genes,
+        "n_shared": len(genes),
+        "n_reference": int(reference.n_vars),
+        "n_query": [int(q.n_vars) for q in queries],
+        "fraction_of_smaller": len(genes) / max(smaller, 1),
+    }
+
+
+def transfer_labels(
+    reference: Any,
+    query: Any,
+    labels_key: str,
+    *,
+    table: str = "rna",
+    device: str = "auto",
+    seed: int = 0,
+    key_added: str = "scai_transfer",
+    copy: bool = False,
+    layer: str | None = None,
+    graph: Any = "auto",
+    graph_kwargs: dict[str, Any] | None = None,
+    n_top_genes: int = 3000,
+    n_comps: int = 50,
+    epochs: int = 300,
+    hidden_dim: int = 128,
+    latent_dim: int = 32,
+    lr: float = 1e-3,
+    n_models: int = 3,
+    smooth_rounds: int = 1,
+    guided_smooth_rounds: int = 3,
+    min_shared_genes: int = MIN_SHARED_GENES,
+    progress: Any = None,
+    cancel: Any = None,
+    **model_kwargs: Any,
+) -> Any:
+    """Label the query section(s) with the classes of an annotated reference section.
+
+    Parameters
+    ----------
+    reference
+        SpatialData (``tables[table]``) or AnnData with raw counts and ``obs[labels_key]``
+        (a class per spot; missing values are allowed and ignored).
+    query
+        SpatialData or AnnData, or a list of them.
+    labels_key
+        The reference's label column.
+    table
+        Table name inside SpatialData objects.
+    device, seed
+        Where the model runs; same seed, same device -> same labels.
+    key_added
+        The query receives ``obs[key_added]`` (categorical, the reference classes),
+        ``obs[f"{key_added}_confidence"]`` (calibrated probability of that class),
+        ``obsm[f"X_{key_added}"]`` (the shared embedding), ``uns[f"{key_added}_colors"]``
+        and ``uns[f"{key_added}_params"]`` (with the gene overlap).
+    copy
+        Return a modified copy of ``query`` instead of writing into it.
+    layer, graph, graph_kwargs, n_top_genes, n_comps
+        As in :func:`napari_scai.tl.spatial_domains`.
+    epochs, hidden_dim, latent_dim, lr, n_models, smooth_rounds, guided_smooth_rounds
+        As in :func:`napari_scai.tl.spatial_domains`.
+    min_shared_genes
+        Refuse (:class:`GeneOverlapError`) below this many shared genes (see
+        :data:`MIN_SHARED_GENES`); fewer than :data:`MIN_SHARED_FRACTION` of the smaller panel
+        is refused too, and below :data:`WARN_SHARED_FRACTION` a warning reports the overlap.
+    progress, cancel
+        Progress callback ``(step, total, message)`` and cancel token (``is_set()``).
+    **model_kwargs
+        Extra :class:`napari_scai.models.domains.DomainConfig` fields.
+
+    Returns
+    -------
+    None, or (``copy=True``) the modified copy of ``query`` (a list when ``query`` is one).
+    """
+    import anndata as ad
+
+    from napari_scai._colors import palette
+    from napari_scai.graph import graph_stats
+    from napari_scai.models._runtime import Runtime
+    from napari_scai.models.domains import DomainConfig, preserve_global_random_state
+    from napari_scai.tl._domains import (
+        _copy_data,
+        _guided,
+        _label_codes,
+        _plain,
+        _table,
+        _validate_inputs,
+        _write,
+    )
+
+    t0 = time.perf_counter()
+    many = isinstance(query, Sequence) and not isinstance(query, (str, ad.AnnData))
+    if copy:
+        query = _copy_data(query)
+    queries_in = list(query) if many else [query]
+    if not queries_in:
+        raise ValueError("no query section given")
+    ref = _table(reference, table)
+    queries = [_table(q, table) for q in queries_in]
+    _validate_inputs(
+        [ref], [reference], table=table, layer=layer, graph=graph,
+        graph_kwargs=graph_kwargs, joint=False,
+    )  # fmt: skip
+    _validate_inputs(
+        queries, queries_in, table=table, layer=layer, graph=graph,
+        graph_kwargs=graph_kwargs, joint=True, role="query",
+    )  # fmt: skip
+    if labels_key not in ref.obs.columns:
+        raise KeyError(
+            f"labels_key {labels_key!r} is not a column of the reference's obs (columns: "
+            f"{list(ref.obs.columns)}). Fix: name the reference's label column"
+        )
+    ov = gene_overlap(ref, queries)
+    summary = (
+        f"{ov['n_shared']} genes shared by name (reference {ov['n_reference']}, query "
+        f"{ov['n_query']}; {ov['fraction_of_smaller']:.0%} of the smaller panel)"
+    )
+    if ov["n_shared"] < min_shared_genes or ov["fraction_of_smaller"] < MIN_SHARED_FRACTION:
+        raise GeneOverlapError(
+            f"reference and query share too few genes: {summary}; at least "
+            f"{min_shared_genes} and {MIN_SHARED_FRACTION:.0%} are needed. Fix: use the same "
+            "gene naming in both (e.g. map Ensembl IDs to symbols) or a reference measured "
+            "on an overlapping panel"
+        )
+    if ov["fraction_of_smaller"] < WARN_SHARED_FRACTION:
+        warnings.warn(f"transfer_labels: only {summary}", UserWarning, stacklevel=2)
+    codes_ref, names, ann_colors = _label_codes([ref], labels_key, "reference")
+    if len(names) < 2:
+        raise ValueError(
+            f"the reference's obs[{labels_key!r}] has {len(names)} class(es) with labelled "
+            "spots; a transfer needs at least two. Fix: name a column with two or more classes"
+        )
+    n_q = sum(q.n_obs for q in queries)
+    codes = np.concatenate([codes_ref, np.full(n_q, -1, dtype=np.int64)])
+    n_models = max(int(n_models), 1)
+    cfg = DomainConfig(
+        hidden_dim=hidden_dim, latent_dim=latent_dim, epochs=epochs, lr=lr, **model_kwargs
+    )
+    with preserve_global_random_state():
+        rt = Runtime(device=device, seed=seed, progress=progress, cancel=cancel)
+        P, Z, sample, info = _guided(
+            [ref, *queries],
+            codes,
+            names,
+            rt=rt,
+            layer=layer,
+            batch_key=None,
+            graph=graph,
+            graph_kwargs=graph_kwargs,
+            n_top_genes=n_top_genes,
+            n_comps=n_comps,
+            cfg=cfg,
+            n_models=n_models,
+            smooth_rounds=smooth_rounds,
+            seed=seed,
+            latent_dim=latent_dim,
+            genes=ov["genes"],
+            logit_smooth_rounds=guided_smooth_rounds,
+        )
+        A = info.pop("graph")
+        labels = P.argmax(1)
+        conf = P[np.arange(labels.size), labels]
+        colors = [
+            (ann_colors or {}).get(c, d) for c, d in zip(names, palette(len(names)), strict=True)
+        ]
+        params = _plain(
+            dict(
+                mode="transfer",
+                labels_key=labels_key,
+                classes=list(names),
+                seed=int(seed),
+                device=str(rt.device),
+                n_models=n_models,
+                model=cfg.as_dict(),
+                gene_overlap={k: v for k, v in ov.items() if k != "genes"},
+                graph_stats=graph_stats(A),
+                n_queries=len(queries),
+                total_seconds=round(time.perf_counter() - t0, 3),
+                **info,
+            )
+        )
+        rt.check()  # nothing is written when cancelled
+        # sample 0 is the reference: write the queries only (their sample index starts at 1)
+        _write(queries, sample - 1, key_added, labels, names, conf, Z, colors, params)
+        rt.report(100, 100, "done")
+    if copy:
+        return query
+    return None

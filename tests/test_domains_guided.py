@@ -1,0 +1,133 @@
+"""Guided (annotation-driven) spatial domains: accuracy on unpainted spots, calibrated
+confidence, awkward strokes (one class, absent classes, one spot) and the dock's Run again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial import cKDTree
+from sklearn.metrics import adjusted_rand_score, roc_auc_score
+
+from napari_scai.tl._domains import spatial_domains
+from tests.test_domains import synthetic_section
+
+GUIDED_FAST = dict(epochs=40, n_comps=20, n_top_genes=80, device="cpu")
+
+
+def paint_discs(a, key="truth", per_class=2, radius=6.0, seed=0, classes=None):
+    """Disc strokes centred on random spots of each class, keeping that class's spots only."""
+    rng = np.random.default_rng(seed)
+    xy = np.asarray(a.obsm["spatial"])
+    truth = a.obs[key].astype(str).to_numpy()
+    tree = cKDTree(xy)
+    painted = np.full(a.n_obs, None, dtype=object)
+    for c in classes or sorted(set(truth)):
+        for i in rng.choice(np.nonzero(truth == c)[0], per_class, replace=False):
+            near = np.asarray(tree.query_ball_point(xy[i], radius))
+            near = near[truth[near] == c]
+            painted[near] = c
+    return painted
+
+
+def test_guided_labels_every_spot_with_painted_classes_and_calibrated_confidence():
+    a = synthetic_section(700, seed=11)
+    painted = paint_discs(a, seed=1)
+    a.obs["strokes"] = pd.Categorical(painted)
+    frac = np.mean(painted != None)  # noqa: E711
+    assert 0.03 < frac < 0.2
+    spatial_domains(a, annotation_key="strokes", **GUIDED_FAST)
+    out = a.obs["scai_domain"]
+    assert out.notna().all()
+    assert set(out.cat.categories) == set(a.obs["truth"].astype(str))
+    unpainted = painted == None  # noqa: E711
+    ari = adjusted_rand_score(a.obs["truth"][unpainted], out[unpainted])
+    assert ari > 0.8, ari
+    conf = a.obs["scai_domain_confidence"].to_numpy()
+    right = (out.astype(str) == a.obs["truth"].astype(str)).to_numpy()
+    assert ((conf > 0) & (conf <= 1 + 1e-6)).all()
+    # calibrated: mean confidence close to accuracy on the unpainted spots
+    assert abs(conf[unpainted].mean() - right[unpainted].mean()) < 0.08
+    if (~right).sum() >= 5:
+        assert roc_auc_score(right, conf) > 0.7
+    p = a.uns["scai_domain_params"]
+    assert p["mode"] == "guided" and p["n_held_out"] > 0 and p["temperature"] > 0
+
+
+def test_strokes_on_one_class_only_or_one_spot_are_refused_before_writing():
+    a = synthetic_section(300, seed=12)
+    one_class = paint_discs(a, classes=["0"])
+    a.obs["strokes"] = pd.Categorical(one_class)
+    with pytest.raises(ValueError, match=r"only class '0'.*at least two classes"):
+        spatial_domains(a, annotation_key="strokes", **GUIDED_FAST)
+    single = np.full(a.n_obs, None, dtype=object)
+    single[5] = "L1"
+    a.obs["one"] = pd.Categorical(single)
+    with pytest.raises(ValueError, match=r"1 labelled spots.*two classes"):
+        spatial_domains(a, annotation_key="one", **GUIDED_FAST)
+    with pytest.raises(KeyError, match=r"'missing' not in obs.*Annotate dock"):
+        spatial_domains(a, annotation_key="missing", **GUIDED_FAST)
+    assert "scai_domain" not in a.obs
+
+
+def test_classes_absent_from_the_section_and_a_single_spot_class():
+    a = synthetic_section(400, seed=13)
+    painted = paint_discs(a, seed=2, classes=["0", "1", "2"])
+    painted[np.nonzero(a.obs["truth"].astype(str).to_numpy() == "3")[0][0]] = "3"  # one spot
+    # the column also declares classes painted nowhere on this section (e.g. drawn elsewhere)
+    a.obs["strokes"] = pd.Categorical(painted, categories=["WM", "0", "1", "2", "3", "L9"])
+    spatial_domains(a, annotation_key="strokes", **GUIDED_FAST)
+    cats = list(a.obs["scai_domain"].cat.categories)
+    assert cats == ["0", "1", "2", "3"]  # unpainted categories dropped, order kept
+    assert a.obs["scai_domain"].notna().all()
+    assert np.isfinite(a.obs["scai_domain_confidence"]).all()
+    t = a.obs["truth"].astype(str)
+    painted_classes = t.isin(["0", "1", "2"]).to_numpy()
+    agree = (a.obs["scai_domain"].astype(str) == t).to_numpy()[painted_classes]
+    assert agree.mean() > 0.8
+
+
+def _sdata_of(a, sample):
+    from napari_scai.io._common import build_spatialdata
+
+    return build_spatialdata(
+        sample=sample, tables={"rna": a}, coords=a.obsm["spatial"], radius=1.0,
+        shapes_suffix="cells",
+    )  # fmt: skip
+
+
+def test_dock_guided_run_again_after_more_strokes_updates_the_map(make_napari_viewer, qtbot):
+    from napari_scai.viewer import add_sdata
+    from napari_scai.widgets.domains import DomainsWidget
+
+    a = synthetic_section(500, seed=14)
+    sdata = _sdata_of(a, "guided")
+    viewer = make_napari_viewer()
+    add_sdata(viewer, sdata, color_by="truth")
+    w = DomainsWidget(viewer)
+    table = w.layer.metadata["adata"]
+    first = paint_discs(table, classes=["0", "1"], per_class=1, seed=3)
+    table.obs["scai_annotation"] = pd.Categorical(first)  # what the Annotate dock writes
+    w.guided.setChecked(True)
+    assert w.annotation_combo.currentText() == "scai_annotation"
+    w.advanced.setChecked(True)
+    w.epochs.setValue(30)
+    w.device_combo.setCurrentText("cpu")
+    messages = []
+    w._relay.progress.connect(lambda i, n, m: messages.append(m))
+    params = w.parameters()
+    assert params["annotation_key"] == "scai_annotation" and "n_domains" not in params
+    w.run_button.click()
+    qtbot.waitUntil(lambda: w.run_button.isEnabled(), timeout=120_000)
+    assert w.result is not None, w.status.text()
+    assert set(table.obs["scai_domain"].cat.categories) == {"0", "1"}
+    assert any(m.startswith("model 2/3") for m in messages)  # which member is training
+    # the user paints the other two classes and presses Run again: the map updates
+    more = paint_discs(table, seed=4)
+    table.obs["scai_annotation"] = pd.Categorical(np.where(more != None, more, first))  # noqa: E711
+    w.run_button.click()
+    qtbot.waitUntil(lambda: w.run_button.isEnabled(), timeout=120_000)
+    assert set(table.obs["scai_domain"].cat.categories) == {"0", "1", "2", "3"}
+    shown = w.layer.features["scai_domain"].astype(str)
+    assert shown.nunique() == 4 and list(shown) == list(table.obs["scai_domain"].astype(str))
+    assert "annotated classes" in w.status.text()
