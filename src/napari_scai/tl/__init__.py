@@ -6,6 +6,7 @@
 ``rename_by_matching``     rename predicted domains after their matched reference classes
 ``disagreement``           where a (renamed) prediction and the reference differ
 ``annotate_from_shapes``   polygons -> class per spot/cell (vectorised point-in-polygon)
+``communication``          spatial ligand–receptor signalling -> ``CommunicationReport``
 =========================  ===========================================================
 """
 
@@ -25,9 +26,12 @@ from napari_scai.tl._annotate import (
 from napari_scai.tl._compare import CompareReport, compare, disagreement, rename_by_matching
 
 __all__ = [
+    "CommunicationReport",
     "CompareReport",
     "annotate_from_shapes",
     "annotations_to_geodataframe",
+    "communication",
+    "communication_edges",
     "compare",
     "disagreement",
     "export_annotation_csv",
@@ -46,4 +50,10 @@ def __getattr__(name: str) -> Any:
         from napari_scai.tl._domains import spatial_domains
 
         return spatial_domains
+    # --- cell-cell communication (issue 9; torch, imported lazily) ---
+    if name in ("communication", "communication_edges", "CommunicationReport"):
+        from napari_scai.tl import _communication
+
+        return getattr(_communication, name)
+    # --- end cell-cell communication ---
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,445 @@
+"""Spatial ligand–receptor statistics in torch on a sparse kernel graph.
+
+Notation: ``N`` cells/spots, ``P`` LR pairs, ``L`` and ``R`` (``N x P``) the ligand and
+receptor expression (complex = min over subunits), ``W`` the symmetric sparse kernel
+(``w_ij = exp(-d_ij^2 / 2h^2)`` for ``d_ij <= cutoff``, ``h = bandwidth_um``; no N x N dense
+matrix anywhere). The signal sent by ``i`` to ``j`` for one pair is ``w_ij l_i r_j``.
+
+- receiver activity ``a_j = r_j (W l)_j`` (ligand reaching ``j`` times ``j``'s receptor),
+  sender activity ``s_i = l_i (W r)_i``; the **global statistic** ``S = sum_j a_j``.
+- **Null** (spatially aware): the ligand values are permuted *within spatial tiles* of side
+  ``tile_um`` (default 10 bandwidths), in a frame fixed by the cells' principal axes. The tile
+  keeps the regional abundance of each gene (broad co-localisation of two domain markers is not
+  called communication), while the arrangement at the scale of the kernel is broken. Both the
+  tiles and the random draws are defined in that canonical frame and in a canonical cell order,
+  so rotation, translation, joint rescaling of units and bandwidth and the input cell order do
+  not change any result.
+- **Permutations are batched**: for a chunk of ``b`` permutations and ``p`` pairs one sparse
+  product ``W @ [L_perm1 | ... | L_permb]`` (``N x b*p``) gives every permuted receiver
+  activity; from it the global null (column sums) and the local counts
+  ``#{a_j^perm >= a_j}`` are accumulated on the device.
+- Global p-value ``(1 + #{S_perm >= S}) / (B + 1)``, BH across pairs; the statistic reported is
+  ``z = (S - mean S_perm) / sd S_perm``.
+- Local p-values ``(1 + count) / (B + 1)`` per cell and pair; BH across all cells x pairs,
+  computed exactly from the histogram of the counts (p-values take only ``B + 1`` values), so
+  no ``N x P`` sort is needed.
+- Group x group matrices ``M_gh = sum_{i in g, j in h} w_ij l_i r_j`` with a p-value from the
+  exact mean and variance of the same within-tile permutation null (a sum of within-tile
+  permutation sums, normal approximation), BH across group pairs x LR pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+__all__ = [
+    "CommunicationResult",
+    "bh_from_counts",
+    "bh_qvalues",
+    "canonical_frame",
+    "communication_scores",
+    "edge_signal",
+    "group_matrices",
+    "kernel_graph",
+    "null_tiles",
+]
+
+#: Kernel support in bandwidths: weights below exp(-2) = 0.135 are cut.
+CUTOFF_BANDWIDTHS = 2.0
+#: Default tile side of the permutation null, in bandwidths.
+TILE_BANDWIDTHS = 10.0
+
+
+def kernel_graph(
+    coords_um: np.ndarray,
+    bandwidth_um: float,
+    *,
+    cutoff_um: float | None = None,
+    include_self: bool = False,
+) -> sp.csr_matrix:
+    """Sparse Gaussian kernel ``exp(-d^2 / 2h^2)`` over pairs closer than ``cutoff_um``.
+
+    Parameters
+    ----------
+    coords_um
+        ``(N, 2)`` (or ``(N, 3)``) coordinates in µm.
+    bandwidth_um
+        Kernel bandwidth ``h`` in µm.
+    cutoff_um
+        Pairs farther apart get no edge (default ``2 h``).
+    include_self
+        Add ``w_ii = 1`` (a Visium spot holds several cells that signal to each other).
+    """
+    from scipy.spatial import cKDTree
+
+    xy = np.asarray(coords_um, dtype=np.float64)
+    h = float(bandwidth_um)
+    if not h > 0:
+        raise ValueError(f"bandwidth_um must be > 0, got {bandwidth_um!r}")
+    cut = CUTOFF_BANDWIDTHS * h if cutoff_um is None else float(cutoff_um)
+    n = xy.shape[0]
+    pairs = cKDTree(xy).query_pairs(cut, output_type="ndarray")
+    i, j = pairs[:, 0], pairs[:, 1]
+    d2 = ((xy[i] - xy[j]) ** 2).sum(axis=1)
+    w = np.exp(-d2 / (2.0 * h * h)).astype(np.float32)
+    rows, cols, vals = [i, j], [j, i], [w, w]
+    if include_self:
+        ar = np.arange(n)
+        rows.append(ar)
+        cols.append(ar)
+        vals.append(np.ones(n, dtype=np.float32))
+    W = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    )
+    W.sort_indices()
+    return W
+
+
+def canonical_frame(coords: np.ndarray) -> np.ndarray:
+    """Coordinates in the frame of their principal axes (centred, axis signs by skewness).
+
+    The same cloud of points, rotated, translated or listed in another order, lands on the
+    same canonical coordinates (for a cloud whose two principal variances differ).
+    """
+    xy = np.asarray(coords, dtype=np.float64)[:, :2]
+    c = xy - xy.mean(axis=0)
+    evals, evecs = np.linalg.eigh(c.T @ c / max(len(c), 1))
+    proj = c @ evecs[:, ::-1]
+    skew = (proj**3).mean(axis=0)
+    sign = np.where(skew < 0, -1.0, 1.0)
+    return proj * sign
+
+
+def null_tiles(coords_um: np.ndarray, tile_um: float) -> tuple[np.ndarray, np.ndarray]:
+    """Tile index per cell and the canonical cell order used to draw permutations.
+
+    Returns
+    -------
+    tiles
+        ``(N,)`` int64 tile id (square tiles of side ``tile_um`` in the canonical frame).
+    order
+        ``(N,)`` cell indices sorted by tile, then canonically within the tile.
+    """
+    proj = canonical_frame(coords_um)
+    if not tile_um > 0:
+        raise ValueError(f"tile_um must be > 0, got {tile_um!r}")
+    q = np.floor((proj - proj.min(axis=0)) / float(tile_um)).astype(np.int64)
+    ny = int(q[:, 1].max()) + 1 if len(q) else 1
+    tiles = q[:, 0] * ny + q[:, 1]
+    _, tiles = np.unique(tiles, return_inverse=True)
+    order = np.lexsort((proj[:, 1], proj[:, 0], tiles))
+    return tiles.astype(np.int64), order.astype(np.int64)
+
+
+def bh_qvalues(p: np.ndarray) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (q-values) of a 1-D array (NaN kept as NaN)."""
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    v = p[ok]
+    m = v.size
+    if m == 0:
+        return out
+    order = np.argsort(v)
+    ranked = v[order] * m / np.arange(1, m + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1]
+    res = np.empty(m)
+    res[order] = np.minimum(q, 1.0)
+    out[ok] = res
+    return out
+
+
+def bh_from_counts(counts: np.ndarray, n_perms: int) -> np.ndarray:
+    """BH q-values for permutation p-values ``(1 + c) / (B + 1)`` given only the counts ``c``.
+
+    All tests sharing a count share a p-value, so the BH step-up needs only the histogram of
+    the counts: ``q(c) = min_{c' >= c} m p(c') / #{p <= p(c')}``. Exact, O(m + B).
+    """
+    c = np.asarray(counts)
+    B = int(n_perms)
+    hist = np.bincount(c.ravel().astype(np.int64), minlength=B + 1)[: B + 1]
+    m = c.size
+    cum = np.cumsum(hist)  # number of tests with count <= k
+    p_level = (np.arange(B + 1) + 1.0) / (B + 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q_level = np.where(cum > 0, p_level * m / np.maximum(cum, 1), np.inf)
+    q_level = np.minimum.accumulate(q_level[::-1])[::-1]
+    q_level = np.minimum(q_level, 1.0)
+    return q_level[c.astype(np.int64)].astype(np.float32)
+
+
+def _torch_csr(W: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    W = sp.csr_matrix(W, dtype=np.float32)
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(W.indptr.astype(np.int64)),
+        torch.from_numpy(W.indices.astype(np.int64)),
+        torch.from_numpy(W.data),
+        size=W.shape,
+        device=device,
+    )
+
+
+def _perm_index(
+    b: int, seed: int, tiles_sorted: torch.Tensor, order: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """Index vector of permutation number ``b``: cell ``i`` takes the value of cell ``idx[i]``.
+
+    Uniform keys are drawn in the canonical order from a generator seeded by ``(seed, b)``;
+    sorting ``tile + key`` shuffles within tiles only. Independent of chunking and cell order.
+    """
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed((int(seed) * 1_000_003 + int(b)) % (2**63 - 1))
+    u = torch.rand(order.numel(), generator=gen, dtype=torch.float64).to(device) * 0.999
+    sorted_pos = torch.argsort(tiles_sorted + u)
+    idx = torch.empty_like(order)
+    idx[order] = order[sorted_pos]
+    return idx
+
+
+@dataclass
+class CommunicationResult:
+    """Output of :func:`communication_scores` (numpy arrays on the host).
+
+    ``score`` (P,) global statistic ``S`` divided by the kernel's total weight; ``statistic``
+    (P,) z against the permutation null; ``null_mean``/``null_sd`` (P,) of ``S`` (same scale
+    as ``score``); ``pvalue``/``fdr`` (P,); ``receiver``/``sender`` (N, P) local activities;
+    ``local_count`` (N, P) int32 permutation counts; ``local_pvalue``/``local_fdr`` (N, P).
+    """
+
+    score: np.ndarray
+    statistic: np.ndarray
+    null_mean: np.ndarray
+    null_sd: np.ndarray
+    pvalue: np.ndarray
+    fdr: np.ndarray
+    receiver: np.ndarray | None
+    sender: np.ndarray | None
+    local_count: np.ndarray | None
+    local_pvalue: np.ndarray | None
+    local_fdr: np.ndarray | None
+    n_perms: int
+
+
+def communication_scores(
+    L: np.ndarray | torch.Tensor,
+    R: np.ndarray | torch.Tensor,
+    W: sp.csr_matrix,
+    tiles: np.ndarray,
+    order: np.ndarray,
+    *,
+    n_perms: int = 1000,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    local: bool = True,
+    max_block_floats: int = 32_000_000,
+    runtime: Any = None,
+) -> CommunicationResult:
+    """Global and local LR statistics with a batched within-tile permutation null.
+
+    Parameters
+    ----------
+    L, R
+        ``(N, P)`` non-negative ligand / receptor expression.
+    W
+        ``(N, N)`` sparse symmetric kernel (:func:`kernel_graph`).
+    tiles, order
+        From :func:`null_tiles`.
+    n_perms
+        Number of permutations ``B`` (0: statistics only, no p-values).
+    seed
+        Seed of the permutations.
+    device
+        Torch device for the sparse products.
+    local
+        Also compute per-cell activities and local p-values / FDR.
+    max_block_floats
+        Size (floats) of one ``N x (perms x pairs)`` block; bounds memory at about
+        ``4 x 4 bytes x max_block_floats`` on top of the inputs (linear in cells through
+        ``N x P`` inputs and outputs only).
+    runtime
+        Optional :class:`napari_scai.models._runtime.Runtime` for progress and cancel.
+    """
+    device = torch.device(device)
+    Lt = torch.as_tensor(np.asarray(L, dtype=np.float32) if not torch.is_tensor(L) else L)
+    Rt = torch.as_tensor(np.asarray(R, dtype=np.float32) if not torch.is_tensor(R) else R)
+    Lt, Rt = Lt.to(device, torch.float32), Rt.to(device, torch.float32)
+    N, P = Lt.shape
+    if Rt.shape != (N, P):
+        raise ValueError(f"L has shape {tuple(Lt.shape)} but R has {tuple(Rt.shape)}")
+    if W.shape != (N, N):
+        raise ValueError(f"W has shape {W.shape}, expected {(N, N)}")
+    B = int(n_perms)
+    Wt = _torch_csr(W, device)
+    wsum = float(np.asarray(W.sum(), dtype=np.float64))
+    wsum = wsum if wsum > 0 else 1.0
+    order_t = torch.as_tensor(order, device=device)
+    tiles_sorted = torch.as_tensor(tiles[order], device=device, dtype=torch.float64)
+
+    WL = torch.sparse.mm(Wt, Lt)  # ligand reaching each cell
+    recv = Rt * WL
+    S = recv.double().sum(dim=0)
+    sender = Lt * torch.sparse.mm(Wt, Rt) if local else None
+
+    # Chunks: pairs x perms per sparse product within the memory budget.
+    p_chunk = max(1, min(P, max_block_floats // max(N, 1)))
+    b_chunk = max(1, min(max(B, 1), max_block_floats // max(N * p_chunk, 1)))
+    sum1 = torch.zeros(P, dtype=torch.float64, device=device)
+    sum2 = torch.zeros(P, dtype=torch.float64, device=device)
+    ge = torch.zeros(P, dtype=torch.int64, device=device)
+    counts = torch.zeros((N, P), dtype=torch.int32, device=device) if local else None
+    n_steps = math.ceil(P / p_chunk) * math.ceil(max(B, 1) / b_chunk) if B else 0
+    step = 0
+    for p0 in range(0, P if B else 0, p_chunk):
+        p1 = min(P, p0 + p_chunk)
+        Lc, Rc = Lt[:, p0:p1], Rt[:, p0:p1]
+        obs = recv[:, p0:p1]
+        thr = obs - 1e-6 * obs.abs() - 1e-12  # ties (and rounding) count as >= observed
+        Sc = S[p0:p1]
+        Sthr = Sc - 1e-7 * Sc.abs() - 1e-12
+        for b0 in range(0, B, b_chunk):
+            b1 = min(B, b0 + b_chunk)
+            idx = torch.stack(
+                [_perm_index(b, seed, tiles_sorted, order_t, device) for b in range(b0, b1)]
+            )  # (b, N)
+            Lp = Lc[idx]  # (b, N, p)
+            Lp = Lp.permute(1, 0, 2).reshape(N, -1)
+            Y = torch.sparse.mm(Wt, Lp).reshape(N, b1 - b0, p1 - p0)
+            Y.mul_(Rc.unsqueeze(1))  # permuted receiver activity
+            Sp = Y.double().sum(dim=0)  # (b, p)
+            sum1[p0:p1] += Sp.sum(dim=0)
+            sum2[p0:p1] += (Sp * Sp).sum(dim=0)
+            ge[p0:p1] += (Sp >= Sthr).sum(dim=0)
+            if local:
+                counts[:, p0:p1] += (Y >= thr.unsqueeze(1)).sum(dim=1, dtype=torch.int32)
+            step += 1
+            if runtime is not None:
+                runtime.check()
+                runtime.report(step, n_steps, f"permutations: pairs {p0}-{p1}, perms {b1}/{B}")
+    Snp = S.cpu().numpy()
+    if B:
+        mean = (sum1 / B).cpu().numpy()
+        var = np.maximum((sum2 / B).cpu().numpy() - mean**2, 0.0) * B / max(B - 1, 1)
+        sd = np.sqrt(var)
+        pval = (1.0 + ge.cpu().numpy()) / (B + 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(sd > 0, (Snp - mean) / np.where(sd > 0, sd, 1.0), 0.0)
+    else:
+        mean = sd = pval = z = np.full(P, np.nan)
+    fdr = bh_qvalues(pval) if B else np.full(P, np.nan)
+    lc = lp = lq = None
+    if local and B:
+        lc = counts.cpu().numpy()
+        lp = ((1.0 + lc) / (B + 1.0)).astype(np.float32)
+        lq = bh_from_counts(lc, B)
+    return CommunicationResult(
+        score=Snp / wsum,
+        statistic=z,
+        null_mean=mean / wsum,
+        null_sd=sd / wsum,
+        pvalue=pval,
+        fdr=fdr,
+        receiver=recv.cpu().numpy() if local else None,
+        sender=sender.cpu().numpy() if local else None,
+        local_count=lc,
+        local_pvalue=lp,
+        local_fdr=lq,
+        n_perms=B,
+    )
+
+
+def group_matrices(
+    L: np.ndarray,
+    R: np.ndarray,
+    W: sp.csr_matrix,
+    tiles: np.ndarray,
+    groups: np.ndarray,
+    n_groups: int,
+) -> dict[str, np.ndarray]:
+    """Sender-group x receiver-group communication per pair, with within-tile-null p-values.
+
+    ``M[p, g, h] = sum_{i in g, j in h} w_ij l_i r_j``. Under the null that permutes ``l``
+    within tiles (group labels stay with the cells), ``M = sum_t sum_{i in t} l_sigma(i) c_i``
+    with ``c_i = 1[g(i) = g] (W (r 1_h))_i``; its exact mean and variance are sums over tiles
+    of the permutation moments ``S_l S_c / n`` and ``(SS_l)(SS_c) / (n - 1)``. The p-value is
+    the normal upper tail of ``z = (M - mean) / sd``.
+
+    Returns
+    -------
+    dict
+        ``score`` (P, G, G) ``M`` / total kernel weight, ``zscore``, ``pvalue``, ``fdr`` (BH
+        over all entries), all float64.
+    """
+    from scipy.special import ndtr
+
+    L = np.asarray(L, dtype=np.float64)
+    R = np.asarray(R, dtype=np.float64)
+    N, P = L.shape
+    G = int(n_groups)
+    T = int(tiles.max()) + 1 if len(tiles) else 1
+    groups = np.asarray(groups, dtype=np.int64)
+    ok = groups >= 0  # cells without a group (NaN) take part in the null, not in the matrices
+    cells = np.nonzero(ok)[0]
+    ones = np.ones(cells.size)
+    onehot = sp.csr_matrix((ones, (groups[ok], cells)), shape=(G, N))
+    tile_oh = sp.csr_matrix((np.ones(N), (tiles, np.arange(N))), shape=(T, N))
+    tg = sp.csr_matrix((ones, (tiles[ok] * G + groups[ok], cells)), shape=(T * G, N))
+    n_t = np.asarray(tile_oh.sum(axis=1)).ravel()
+    inv_n = 1.0 / np.maximum(n_t, 1)
+    inv = np.where(n_t > 1, 1.0 / np.maximum(n_t - 1, 1), 0.0)
+    M = np.empty((G, G, P))
+    mean = np.empty((G, G, P))
+    var = np.empty((G, G, P))
+    chunk = max(1, 4_000_000 // max(N * G, 1))
+    for p0 in range(0, P, chunk):
+        p1 = min(P, p0 + chunk)
+        Lc, Rc = L[:, p0:p1], R[:, p0:p1]
+        k = p1 - p0
+        # V[:, h*k + p] = (W (r_p 1_h))_i : what receiver group h takes from cell i
+        V = np.concatenate(
+            [np.asarray(W @ (Rc * (groups == h)[:, None])) for h in range(G)], axis=1
+        )
+        M[:, :, p0:p1] = (onehot @ (np.tile(Lc, (1, G)) * V)).reshape(G, G, k)
+        Sl = tile_oh @ Lc  # T x k
+        SSl = np.maximum(tile_oh @ (Lc * Lc) - Sl**2 * inv_n[:, None], 0.0)
+        Sc = (tg @ V).reshape(T, G, G, k)  # [t, g, h, p]
+        SSc = np.maximum(
+            (tg @ (V * V)).reshape(T, G, G, k) - Sc**2 * inv_n[:, None, None, None], 0.0
+        )
+        mean[:, :, p0:p1] = np.einsum("tp,tghp->ghp", Sl * inv_n[:, None], Sc)
+        var[:, :, p0:p1] = np.einsum("t,tp,tghp->ghp", inv, SSl, SSc)
+    sd = np.sqrt(np.maximum(var, 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(sd > 0, (M - mean) / np.where(sd > 0, sd, 1.0), 0.0)
+    pval = np.where(sd > 0, ndtr(-z), 1.0)
+    wsum = float(W.sum()) or 1.0
+    out = {
+        "score": np.moveaxis(M / wsum, 2, 0),
+        "zscore": np.moveaxis(z, 2, 0),
+        "pvalue": np.moveaxis(pval, 2, 0),
+    }
+    out["fdr"] = bh_qvalues(out["pvalue"].ravel()).reshape(out["pvalue"].shape)
+    return out
+
+
+def edge_signal(
+    W: sp.csr_matrix, ligand: np.ndarray, receptor: np.ndarray, top: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-edge signal ``w_ij l_i r_j`` (sender ``i`` -> receiver ``j``) for one pair.
+
+    Returns ``(senders, receivers, values)`` for the edges with a positive signal, strongest
+    first (only the ``top`` strongest when given).
+    """
+    C = sp.coo_matrix(W)
+    v = C.data * np.asarray(ligand)[C.row] * np.asarray(receptor)[C.col]
+    keep = v > 0
+    i, j, v = C.row[keep], C.col[keep], v[keep]
+    o = np.argsort(-v, kind="stable")
+    if top is not None:
+        o = o[: int(top)]
+    return i[o], j[o], v[o]
