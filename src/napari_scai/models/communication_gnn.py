@@ -52,6 +52,7 @@ __all__ = [
     "CommunicationGNNResult",
     "LigandReceptorConv",
     "fit_communication_gnn",
+    "gnn_pair_strengths",
     "response_from_expression",
 ]
 
@@ -267,7 +268,9 @@ def fit_communication_gnn(
         Cells × cells sparse kernel weights ``k(d_ij)`` (row = receiver ``i``, column = sender
         ``j``), e.g. a Gaussian of the distance in µm cut at a few bandwidths.
     response
-        Cells × targets: the receivers' state to explain (see :func:`response_from_expression`).
+        Cells × targets: the receivers' state to explain (see :func:`response_from_expression`),
+        or a callable ``response(rows) -> (len(rows), targets)`` evaluated on the (sampled)
+        receivers only, so that large data are never densified.
     groups
         Optional per-cell labels (cell type / domain): the receiver's own state in the model.
     pair_names
@@ -286,8 +289,12 @@ def fit_communication_gnn(
         and :meth:`~CommunicationGNNResult.edge_strength` for per-edge strengths.
     """
     cfg = config or CommunicationGNNConfig()
-    response = np.asarray(response, dtype=np.float32)
-    _check_inputs(ligand, receptor, adjacency, response)
+    response_fn = response if callable(response) else None
+    if response_fn is None:
+        response = np.asarray(response, dtype=np.float32)
+        _check_inputs(ligand, receptor, adjacency, response)
+    else:
+        _check_inputs(ligand, receptor, adjacency, np.empty((ligand.shape[0], 1)))
     n, n_pairs = ligand.shape
     names = (
         [f"pair_{p}" for p in range(n_pairs)]
@@ -332,7 +339,11 @@ def fit_communication_gnn(
             onehot = np.eye(codes.max() + 1, dtype=np.float32)[codes]
             cols.append(torch.from_numpy(onehot).to(dev))
         base, _ = torch.linalg.qr(torch.cat(cols, dim=1))
-        y = torch.from_numpy(response[receivers]).to(dev)
+        y_np = response[receivers] if response_fn is None else response_fn(receivers)
+        y_np = np.asarray(y_np, dtype=np.float32)
+        if y_np.ndim != 2 or y_np.shape[0] != n_r:
+            raise ValueError(f"response(rows) must return ({n_r}, n_targets), got {y_np.shape}")
+        y = torch.from_numpy(y_np).to(dev)
         y = y - base @ (base.T @ y)
         y, _ = _standardise(y)
         raw_sd = msg.std(dim=0)
@@ -381,4 +392,53 @@ def fit_communication_gnn(
         _ligand=ligand,
         _receptor=receptor,
         _scale=scale,
+    )
+
+
+def gnn_pair_strengths(
+    X: Any,
+    var_names: Sequence[str],
+    ligand: Any,
+    receptor: Any,
+    adjacency: sp.spmatrix,
+    pair_genes: Sequence[str],
+    *,
+    groups: Sequence[Any] | None = None,
+    pair_names: Sequence[str] | None = None,
+    n_components: int = 20,
+    config: CommunicationGNNConfig | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    progress: Any = None,
+    cancel: Any = None,
+) -> CommunicationGNNResult:
+    """The GNN on the inputs of :func:`napari_scai.tl.communication` (its ``gnn=True`` option).
+
+    The response is :func:`response_from_expression` of ``X`` (cells × genes, the expression
+    the statistics used) without the genes of any analysed pair (``pair_genes``: gene names,
+    e.g. every subunit of every kept ligand and receptor), computed only for the receivers
+    the model trains on.
+    """
+
+    def response(rows: np.ndarray) -> np.ndarray:
+        return response_from_expression(
+            X,
+            var_names=list(var_names),
+            exclude=list(pair_genes),
+            n_components=n_components,
+            rows=rows,
+        )
+
+    return fit_communication_gnn(
+        ligand,
+        receptor,
+        adjacency,
+        response,
+        groups=groups,
+        pair_names=pair_names,
+        config=config,
+        device=device,
+        seed=seed,
+        progress=progress,
+        cancel=cancel,
     )

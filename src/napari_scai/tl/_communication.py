@@ -312,6 +312,7 @@ def communication(
     tile_um: float | None = None,
     include_self: bool | str = "auto",
     local: bool = True,
+    gnn: bool = False,  # ccc-gnn: model-based pair strengths (see the ccc-gnn block below)
     progress: Any = None,
     cancel: Any = None,
 ):
@@ -375,6 +376,11 @@ def communication(
         several cells; no for single cells).
     local
         Compute and store the per-cell results (off: pairs and groups only).
+    gnn
+        Also fit the communication GNN (:mod:`napari_scai.models.communication_gnn`): how
+        neighbours' ligand, through each receiver's receptor, explains the receivers'
+        expression; adds ``pairs['gnn_strength']`` (learned per-pair strength) and
+        ``params['gnn_spearman']`` (its rank correlation with ``statistic``), ``gnn_r2``.
     progress, cancel
         ``progress(step, total, message)`` callback and a cancel token (``is_set()``).
 
@@ -490,6 +496,33 @@ def communication(
     pairs_df["n_local_sig"] = (
         (res.local_fdr <= 0.05).sum(axis=0).astype(np.int64) if res.local_fdr is not None else 0
     )
+    # --- ccc-gnn block (owned by the GNN helper): learned per-pair strengths, gnn=True ---
+    gnn_info: dict[str, Any] = {}
+    if gnn:
+        from scipy.stats import spearmanr
+
+        from napari_scai.models.communication_gnn import gnn_pair_strengths
+
+        rt.report(90, 100, "GNN: learned pair strengths")
+        pair_genes = {
+            g
+            for col in ("ligand_genes", "receptor_genes")
+            for joined in match.pairs[col].astype(str)
+            for g in joined.split(";")
+        }
+        g_res = gnn_pair_strengths(
+            X, list(adata.var_names), L, R, W, sorted(pair_genes), groups=group_codes,
+            pair_names=match.pairs["interaction"].tolist(), device=rt.device, seed=int(seed),
+            cancel=cancel,
+        )
+        pairs_df["gnn_strength"] = g_res.strength
+        rho = spearmanr(g_res.strength, res.statistic, nan_policy="omit").statistic if P > 1 else 0
+        gnn_info = {
+            "gnn_spearman": float(np.nan_to_num(rho)),
+            "gnn_r2": float(g_res.r2),
+            "gnn_n_receivers": int(len(g_res.receivers)),
+        }
+    # --- end ccc-gnn block ---
     extra = [c for c in pairs_df.columns if c not in _PAIR_COLUMNS]
     pairs_df = pairs_df[_PAIR_COLUMNS + extra]
     order_pairs = np.lexsort(
@@ -560,6 +593,7 @@ def communication(
         "n_tiles": int(tiles.max() + 1) if len(tiles) else 0,
         "seconds": float(time.perf_counter() - t0),
         "coverage_summary": match.summary(),
+        **gnn_info,  # ccc-gnn
     }
     report = CommunicationReport(
         pairs=pairs_df, groups=groups_df, coverage=match.coverage, params=params
