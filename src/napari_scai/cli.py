@@ -75,6 +75,12 @@ def _run_args_problem(args, sdata) -> str | None:
     needed = [("--compare", args.compare)]
     if args.compare and args.domains is None:
         needed.append(("--compare-pred", args.compare_pred))
+    # --- cell-cell communication (issue 9) ---
+    if getattr(args, "groupby", None) and not getattr(args, "communication", False):
+        return "--groupby is used with --communication. Fix: add --communication"
+    if getattr(args, "communication", False) and args.groupby:
+        needed.append(("--groupby", args.groupby))
+    # --- end cell-cell communication ---
     for flag, key in needed:
         if key and key not in obs.columns:
             return (
@@ -111,6 +117,24 @@ def cmd_run(args) -> int:
         pred = "scai_domain" if args.domains is not None else args.compare_pred
         report = compare(sdata, pred, args.compare, table=args.table)
         print(report)
+    # --- cell-cell communication (issue 9) ---
+    if args.communication:
+        from napari_scai.tl import communication
+
+        report = communication(
+            sdata,
+            table=args.table,
+            groupby=args.groupby,
+            pairs=args.pairs,
+            bandwidth_um=args.bandwidth_um,
+            n_perms=args.n_perms,
+            device=args.device,
+            seed=args.seed,
+        )
+        print(report)
+        cols = ["interaction", "statistic", "pvalue", "fdr", "n_local_sig"]
+        print(report.pairs[cols].head(15).to_string(index=False))
+    # --- end cell-cell communication ---
     if args.out:
         out = Path(args.out)
         io.write(sdata, out, overwrite=args.overwrite)
@@ -207,6 +231,23 @@ def build_parser() -> argparse.ArgumentParser:
         default="scai_domain",
         help="predicted column for --compare without --domains",
     )
+    # --- cell-cell communication (issue 9) ---
+    run.add_argument(
+        "--communication",
+        action="store_true",
+        help="ligand-receptor communication (result table 'scai_communication')",
+    )
+    run.add_argument("--groupby", metavar="COL", help="obs column for group x group matrices")
+    run.add_argument(
+        "--pairs",
+        default=None,
+        help="LR table: consensus (default), cellchatdb or cellphonedb",
+    )
+    run.add_argument(
+        "--bandwidth-um", type=float, default=None, help="kernel bandwidth in µm (default: auto)"
+    )
+    run.add_argument("--n-perms", type=int, default=1000, help="permutations (default 1000)")
+    # --- end cell-cell communication ---
     run.add_argument("--device", default="auto", help="auto, cpu or cuda")
     run.add_argument("--seed", type=int, default=0)
     run.set_defaults(func=cmd_run)
@@ -226,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ReadError, FileExistsError, KeyError) as err:
+    except (ReadError, FileExistsError, KeyError, ValueError) as err:  # ValueError: issue 9
         print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return 2
 

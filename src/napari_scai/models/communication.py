@@ -20,9 +20,11 @@ matrix anywhere). The signal sent by ``i`` to ``j`` for one pair is ``w_ij l_i r
   ``#{a_j^perm >= a_j}`` are accumulated on the device.
 - Global p-value ``(1 + #{S_perm >= S}) / (B + 1)``, BH across pairs; the statistic reported is
   ``z = (S - mean S_perm) / sd S_perm``.
-- Local p-values ``(1 + count) / (B + 1)`` per cell and pair; BH across all cells x pairs,
-  computed exactly from the histogram of the counts (p-values take only ``B + 1`` values), so
-  no ``N x P`` sort is needed.
+- Local p-values of ``(W l)_j`` per receiving cell and pair: ``(1 + count) / (B + 1)``, and
+  in the far tail (fewer than 10 permuted values reach the observed one) the tail of a gamma
+  distribution with the permutations' own mean and variance, because counts alone cannot
+  resolve the small p-values that survive BH over cells x pairs. BH across all cells x pairs
+  with a receptor (``r_j > 0``; an independent filter, ``r`` is fixed under the null).
 - Group x group matrices ``M_gh = sum_{i in g, j in h} w_ij l_i r_j`` with a p-value from the
   exact mean and variance of the same within-tile permutation null (a sum of within-tile
   permutation sums, normal approximation), BH across group pairs x LR pairs.
@@ -41,6 +43,7 @@ import torch
 __all__ = [
     "CommunicationResult",
     "bh_from_counts",
+    "bh_torch",
     "bh_qvalues",
     "canonical_frame",
     "communication_scores",
@@ -174,6 +177,52 @@ def bh_from_counts(counts: np.ndarray, n_perms: int) -> np.ndarray:
     return q_level[c.astype(np.int64)].astype(np.float32)
 
 
+#: Below this many permuted values at or above the observed one, the local p-value comes from
+#: the moment-matched gamma tail instead of the count (finer than 1 / (B + 1)).
+GAMMA_TAIL_BELOW = 10
+
+
+def _local_pvalues(
+    obs: torch.Tensor,
+    R: torch.Tensor,
+    counts: torch.Tensor,
+    mean: torch.Tensor,
+    ex2: torch.Tensor,
+    B: int,
+) -> torch.Tensor:
+    """Local p-values of ``(W l)_j`` against its within-tile permutation null.
+
+    ``(1 + count) / (B + 1)`` where at least :data:`GAMMA_TAIL_BELOW` permuted values reach the
+    observed one; beyond that (the far tail, where counts cannot resolve p-values small enough
+    to survive BH over cells x pairs) the upper tail of a gamma distribution with the
+    permutations' mean and variance (``W l >= 0``). Cells without receptor (``r_j = 0``) or
+    without ligand around (``(W l)_j = 0``) get 1.
+    """
+    p_emp = (1.0 + counts) / (B + 1.0)
+    var = (ex2 - mean * mean).clamp_min(0) * (B / max(B - 1, 1))
+    ok = (var > 0) & (mean > 0)
+    shape = torch.where(ok, mean * mean / torch.where(ok, var, 1.0), torch.ones_like(mean))
+    scale = torch.where(ok, var / torch.where(ok, mean, 1.0), torch.ones_like(mean))
+    p_gam = torch.special.gammaincc(shape.double(), (obs / scale).double()).float()
+    use_gam = ok & (counts < GAMMA_TAIL_BELOW)
+    p = torch.where(use_gam, torch.minimum(p_gam, p_emp), p_emp)
+    p = torch.where((R > 0) & (obs > 0), p, torch.ones_like(p))
+    return p
+
+
+def bh_torch(p: torch.Tensor) -> torch.Tensor:
+    """Benjamini–Hochberg q-values of a 1-D tensor, on its device."""
+    m = p.numel()
+    if m == 0:
+        return p.clone()
+    sp_, order = torch.sort(p.double())
+    ranked = sp_ * m / torch.arange(1, m + 1, device=p.device, dtype=torch.float64)
+    q = torch.flip(torch.cummin(torch.flip(ranked, [0]), 0).values, [0]).clamp_max(1.0)
+    out = torch.empty_like(q)
+    out[order] = q
+    return out.to(p.dtype)
+
+
 def _torch_csr(W: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     W = sp.csr_matrix(W, dtype=np.float32)
     return torch.sparse_csr_tensor(
@@ -209,7 +258,9 @@ class CommunicationResult:
     ``score`` (P,) global statistic ``S`` divided by the kernel's total weight; ``statistic``
     (P,) z against the permutation null; ``null_mean``/``null_sd`` (P,) of ``S`` (same scale
     as ``score``); ``pvalue``/``fdr`` (P,); ``receiver``/``sender`` (N, P) local activities;
-    ``local_count`` (N, P) int32 permutation counts; ``local_pvalue``/``local_fdr`` (N, P).
+    ``local_count`` (N, P) int32 permutation counts of ``(W l_perm)_j >= (W l)_j``;
+    ``local_pvalue``/``local_fdr`` (N, P): BH over the cells x pairs with ``r_j > 0`` (an
+    independent filter: ``r`` is fixed under the null); untested entries get ``fdr = 1``.
     """
 
     score: np.ndarray
@@ -292,31 +343,35 @@ def communication_scores(
     sum1 = torch.zeros(P, dtype=torch.float64, device=device)
     sum2 = torch.zeros(P, dtype=torch.float64, device=device)
     ge = torch.zeros(P, dtype=torch.int64, device=device)
-    counts = torch.zeros((N, P), dtype=torch.int32, device=device) if local else None
+    if local:
+        counts = torch.zeros((N, P), dtype=torch.float32, device=device)
+        m1 = torch.zeros((N, P), dtype=torch.float32, device=device)
+        m2 = torch.zeros((N, P), dtype=torch.float32, device=device)
     n_steps = math.ceil(P / p_chunk) * math.ceil(max(B, 1) / b_chunk) if B else 0
     step = 0
     for p0 in range(0, P if B else 0, p_chunk):
         p1 = min(P, p0 + p_chunk)
         Lc, Rc = Lt[:, p0:p1], Rt[:, p0:p1]
-        obs = recv[:, p0:p1]
-        thr = obs - 1e-6 * obs.abs() - 1e-12  # ties (and rounding) count as >= observed
+        obs = WL[:, p0:p1]
+        thr = (obs - 1e-5 * obs.abs() - 1e-12).unsqueeze(2)  # ties (and rounding) count
         Sc = S[p0:p1]
-        Sthr = Sc - 1e-7 * Sc.abs() - 1e-12
+        Sthr = Sc - 1e-5 * Sc.abs() - 1e-12
         for b0 in range(0, B, b_chunk):
             b1 = min(B, b0 + b_chunk)
             idx = torch.stack(
                 [_perm_index(b, seed, tiles_sorted, order_t, device) for b in range(b0, b1)]
             )  # (b, N)
-            Lp = Lc[idx]  # (b, N, p)
-            Lp = Lp.permute(1, 0, 2).reshape(N, -1)
-            Y = torch.sparse.mm(Wt, Lp).reshape(N, b1 - b0, p1 - p0)
-            Y.mul_(Rc.unsqueeze(1))  # permuted receiver activity
-            Sp = Y.double().sum(dim=0)  # (b, p)
-            sum1[p0:p1] += Sp.sum(dim=0)
-            sum2[p0:p1] += (Sp * Sp).sum(dim=0)
-            ge[p0:p1] += (Sp >= Sthr).sum(dim=0)
+            nb, npair = b1 - b0, p1 - p0
+            Lp = Lc[idx].permute(1, 2, 0).reshape(N, npair * nb)  # (N, p*b), perms innermost
+            Y = torch.sparse.mm(Wt, Lp).view(N, npair, nb)  # permuted W l
+            Sp = (Y * Rc.unsqueeze(2)).sum(dim=0).double()  # (p, b) permuted global statistic
+            sum1[p0:p1] += Sp.sum(dim=1)
+            sum2[p0:p1] += (Sp * Sp).sum(dim=1)
+            ge[p0:p1] += (Sp >= Sthr.unsqueeze(1)).sum(dim=1)
             if local:
-                counts[:, p0:p1] += (Y >= thr.unsqueeze(1)).sum(dim=1, dtype=torch.int32)
+                counts[:, p0:p1] += (Y >= thr).sum(dim=2)
+                m1[:, p0:p1] += Y.sum(dim=2)
+                m2[:, p0:p1] += torch.linalg.vector_norm(Y, dim=2).square_()
             step += 1
             if runtime is not None:
                 runtime.check()
@@ -334,9 +389,13 @@ def communication_scores(
     fdr = bh_qvalues(pval) if B else np.full(P, np.nan)
     lc = lp = lq = None
     if local and B:
-        lc = counts.cpu().numpy()
-        lp = ((1.0 + lc) / (B + 1.0)).astype(np.float32)
-        lq = bh_from_counts(lc, B)
+        lp_t = _local_pvalues(WL, Rt, counts, m1 / B, m2 / B, B)
+        tested = Rt > 0  # independent filter: r is fixed under the null
+        lq_t = torch.ones_like(lp_t)
+        lq_t[tested] = bh_torch(lp_t[tested])
+        lc = counts.to(torch.int32).cpu().numpy()
+        lp = lp_t.cpu().numpy()
+        lq = lq_t.cpu().numpy()
     return CommunicationResult(
         score=Snp / wsum,
         statistic=z,
