@@ -200,5 +200,6 @@ def test_parameters_follow_the_form(make_napari_viewer, dlpfc_sdata):
     }
     widget.bandwidth.setValue(0.0)
     widget.groupby_combo.setCurrentText("(none)")
+    widget.gnn.setChecked(True)
     p = widget.parameters()
-    assert p["bandwidth_um"] is None and p["groupby"] is None
+    assert p["bandwidth_um"] is None and p["groupby"] is None and p["gnn"] is True
