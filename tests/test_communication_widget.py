@@ -96,6 +96,13 @@ def _check_results(widget, qtbot, sdata, table: str, n_groups: int) -> None:
     listed = [widget.group_table.item(r, 0).text() for r in range(n_listed)]
     expect = report.top_pairs(M.index[i], M.columns[j])["interaction"].tolist()
     assert listed == expect
+    assert widget.group_box.title() == f"Top LR pairs {M.index[i]} → {M.columns[j]}"
+    # the heatmap can follow the chosen pair
+    widget.heat_pair_only.setChecked(True)
+    only = widget._heat_ax.scai_matrix
+    np.testing.assert_allclose(only.to_numpy(), report.group_matrix(top).to_numpy())
+    widget.heat_pair_only.setChecked(False)
+    np.testing.assert_allclose(widget._heat_ax.scai_matrix.to_numpy(), M.to_numpy())
     # another pair from the table redraws the maps
     if len(pairs) > 1:
         widget.pair_table.selectRow(1)
@@ -135,9 +142,11 @@ def test_merfish_dock_end_to_end(make_napari_viewer, qtbot, tmp_path):
     assert "Cell_class" in [
         widget.groupby_combo.itemText(i) for i in range(widget.groupby_combo.count())
     ]
-    _run(widget, qtbot, groupby="Cell_class", n_perms=50)
+    _run(widget, qtbot, groupby="Cell_class", n_perms=20)
     n_groups = sdata.tables["rna"].obs["Cell_class"].nunique()
     _check_results(widget, qtbot, sdata, "rna", n_groups)
+    shots = _screenshot_dir(tmp_path)
+    _screenshot(viewer, qtbot, shots / "communication_merfish_overview.png")
     # zoom on the strongest flows so the arrows are visible, then look at them on screen
     flows = viewer.layers[f"{widget.layer.name} flows"]
     viewer.layers[f"{widget.layer.name} receiver"].visible = False
@@ -145,7 +154,7 @@ def test_merfish_dock_end_to_end(make_napari_viewer, qtbot, tmp_path):
     viewer.camera.zoom = viewer.camera.zoom * 8
     qtbot.wait(100)
     assert _arrow_pixels(viewer) > 30
-    _screenshot(viewer, qtbot, _screenshot_dir(tmp_path) / "communication_merfish.png")
+    _screenshot(viewer, qtbot, shots / "communication_merfish.png")
 
 
 def test_dlpfc_dock_end_to_end(make_napari_viewer, qtbot, tmp_path, dlpfc_sdata):

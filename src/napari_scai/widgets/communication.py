@@ -20,10 +20,12 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -110,9 +112,11 @@ class CommunicationWidget(QWidget):
         self.figure = Figure(figsize=(4.5, 4.0), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setFixedHeight(280)
-        self.group_label = QLabel("Click a heatmap cell: its top LR pairs")
+        self.heat_pair_only = QCheckBox("heatmap of the chosen pair only")
+        self.group_box = QGroupBox("Click a heatmap cell: its top LR pairs")
         self.group_table = QTableWidget(0, len(GROUP_PAIR_COLUMNS))
-        self.group_table.setMinimumHeight(110)
+        self.group_table.setMinimumHeight(130)
+        QVBoxLayout(self.group_box).addWidget(self.group_table)
 
         form = QFormLayout()
         form.addRow("Spots/cells layer", self.layer_combo)
@@ -127,7 +131,8 @@ class CommunicationWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -135,8 +140,15 @@ class CommunicationWidget(QWidget):
         layout.addWidget(QLabel("Ranked LR pairs (choose one to draw it)"))
         layout.addWidget(self.pair_table)
         layout.addWidget(self.canvas)
-        layout.addWidget(self.group_label)
-        layout.addWidget(self.group_table)
+        layout.addWidget(self.heat_pair_only)
+        layout.addWidget(self.group_box)
+        layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
 
         self._relay = _Relay()
         self._relay.progress.connect(self._on_progress)
@@ -154,6 +166,7 @@ class CommunicationWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.pair_table.itemSelectionChanged.connect(self._on_pair_selected)
         self.canvas.mpl_connect("button_press_event", self._on_heatmap_click)
+        self.heat_pair_only.toggled.connect(lambda _on: self.draw_heatmap())
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
         self.refresh_layers()
@@ -334,9 +347,15 @@ class CommunicationWidget(QWidget):
         )
         self.viewer.layers.selection.active = layer
         self.pair = interaction
+        if self.heat_pair_only.isChecked():
+            self.draw_heatmap()
 
-    def draw_heatmap(self, interaction: str | None = None) -> None:
-        """Sender × receiver group heatmap (summed over interactions) on the dock's canvas."""
+    def draw_heatmap(self) -> None:
+        """Sender × receiver group heatmap on the dock's canvas.
+
+        Summed over all interactions, or the chosen pair's alone when "heatmap of the chosen
+        pair only" is ticked.
+        """
         from matplotlib.patches import Rectangle
 
         from napari_scai.pl._communication import communication_heatmap
@@ -349,7 +368,8 @@ class CommunicationWidget(QWidget):
             ax.set_axis_off()
         else:
             ax = self.figure.add_subplot(111)
-            communication_heatmap(self.report, interaction=interaction, ax=ax, annotate=False)
+            only = self.pair if self.heat_pair_only.isChecked() else None
+            communication_heatmap(self.report, interaction=only, ax=ax, annotate=False)
             if self.group_pair is not None:
                 M = ax.scai_matrix
                 i = list(M.index).index(self.group_pair[0])
@@ -376,7 +396,7 @@ class CommunicationWidget(QWidget):
             raise RuntimeError("no result yet: Run first")
         top = self.report.top_pairs(sender, receiver, n=n)
         _fill_table(self.group_table, top, GROUP_PAIR_COLUMNS)
-        self.group_label.setText(f"Top LR pairs {sender} → {receiver}")
+        self.group_box.setTitle(f"Top LR pairs {sender} → {receiver}")
         self.group_pair = (sender, receiver)
         self.draw_heatmap()
         return top
