@@ -142,7 +142,14 @@ def test_merfish_dock_end_to_end(make_napari_viewer, qtbot, tmp_path):
     assert "Cell_class" in [
         widget.groupby_combo.itemText(i) for i in range(widget.groupby_combo.count())
     ]
+    widget.gnn.setChecked(True)  # the model-based view rides along
     _run(widget, qtbot, groupby="Cell_class", n_perms=20)
+    headers = [
+        widget.pair_table.horizontalHeaderItem(j).text()
+        for j in range(widget.pair_table.columnCount())
+    ]
+    assert headers[-1] == "gnn_strength"
+    assert (widget.report.pairs["gnn_strength"] >= 0).all()
     n_groups = sdata.tables["rna"].obs["Cell_class"].nunique()
     _check_results(widget, qtbot, sdata, "rna", n_groups)
     shots = _screenshot_dir(tmp_path)
