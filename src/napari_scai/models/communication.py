@@ -8,12 +8,14 @@ matrix anywhere). The signal sent by ``i`` to ``j`` for one pair is ``w_ij l_i r
 - receiver activity ``a_j = r_j (W l)_j`` (ligand reaching ``j`` times ``j``'s receptor),
   sender activity ``s_i = l_i (W r)_i``; the **global statistic** ``S = sum_j a_j``.
 - **Null** (spatially aware): the ligand values are permuted *within spatial tiles* of side
-  ``tile_um`` (default 10 bandwidths), in a frame fixed by the cells' principal axes. The tile
-  keeps the regional abundance of each gene (broad co-localisation of two domain markers is not
-  called communication), while the arrangement at the scale of the kernel is broken. Both the
-  tiles and the random draws are defined in that canonical frame and in a canonical cell order,
-  so rotation, translation, joint rescaling of units and bandwidth and the input cell order do
-  not change any result.
+  ``tile_um`` (default 20 bandwidths = 10 kernel supports), in a frame fixed by the cells'
+  principal axes; each permutation shifts the tile grid by a random offset, so no result hinges
+  on where a fixed grid cuts the tissue. The tiles keep the regional abundance of each gene
+  (broad co-localisation of two domain markers at the scale of the tiles is not called
+  communication), while the arrangement at the scale of the kernel is broken. Tiles, offsets
+  and random draws are defined in the canonical frame and a canonical cell order, so rotation,
+  translation, joint rescaling of units and bandwidth and the input cell order do not change
+  any result.
 - **Permutations are batched**: for a chunk of ``b`` permutations and ``p`` pairs one sparse
   product ``W @ [L_perm1 | ... | L_permb]`` (``N x b*p``) gives every permuted receiver
   activity; from it the global null (column sums) and the local counts
@@ -50,13 +52,14 @@ __all__ = [
     "edge_signal",
     "group_matrices",
     "kernel_graph",
-    "null_tiles",
+    "NullDesign",
+    "null_design",
 ]
 
 #: Kernel support in bandwidths: weights below exp(-2) = 0.135 are cut.
 CUTOFF_BANDWIDTHS = 2.0
-#: Default tile side of the permutation null, in bandwidths.
-TILE_BANDWIDTHS = 10.0
+#: Default tile side of the permutation null, in bandwidths (10 kernel supports).
+TILE_BANDWIDTHS = 20.0
 
 
 def kernel_graph(
@@ -119,25 +122,41 @@ def canonical_frame(coords: np.ndarray) -> np.ndarray:
     return proj * sign
 
 
-def null_tiles(coords_um: np.ndarray, tile_um: float) -> tuple[np.ndarray, np.ndarray]:
-    """Tile index per cell and the canonical cell order used to draw permutations.
+@dataclass
+class NullDesign:
+    """Tiles of the permutation null, in the canonical frame.
 
-    Returns
-    -------
-    tiles
-        ``(N,)`` int64 tile id (square tiles of side ``tile_um`` in the canonical frame).
-    order
-        ``(N,)`` cell indices sorted by tile, then canonically within the tile.
+    ``proj`` (N, 2) canonical coordinates shifted to start at 0; ``order`` the canonical cell
+    order (by canonical x, then y) in which random numbers are drawn; ``tile_um`` the tile
+    side; with ``random_offset`` every permutation shifts the tile grid by a uniform random
+    offset, so that no result hinges on where one fixed grid happens to cut the tissue.
     """
-    proj = canonical_frame(coords_um)
+
+    proj: np.ndarray
+    order: np.ndarray
+    tile_um: float
+    random_offset: bool = True
+
+    def tiles(self, offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+        """Compact tile id per cell for a grid shifted by ``offset`` (in tiles)."""
+        q = np.floor(self.proj / self.tile_um + np.asarray(offset, dtype=np.float64))
+        q = q.astype(np.int64)
+        key = q[:, 0] * (int(q[:, 1].max()) + 2) + q[:, 1]
+        return np.unique(key, return_inverse=True)[1].astype(np.int64)
+
+    @property
+    def n_tiles(self) -> int:
+        return int(self.tiles().max()) + 1 if len(self.proj) else 0
+
+
+def null_design(coords_um: np.ndarray, tile_um: float, random_offset: bool = True) -> NullDesign:
+    """The :class:`NullDesign` of cells at ``coords_um`` with tiles of side ``tile_um``."""
     if not tile_um > 0:
         raise ValueError(f"tile_um must be > 0, got {tile_um!r}")
-    q = np.floor((proj - proj.min(axis=0)) / float(tile_um)).astype(np.int64)
-    ny = int(q[:, 1].max()) + 1 if len(q) else 1
-    tiles = q[:, 0] * ny + q[:, 1]
-    _, tiles = np.unique(tiles, return_inverse=True)
-    order = np.lexsort((proj[:, 1], proj[:, 0], tiles))
-    return tiles.astype(np.int64), order.astype(np.int64)
+    proj = canonical_frame(coords_um)
+    proj = proj - proj.min(axis=0) if len(proj) else proj
+    order = np.lexsort((proj[:, 1], proj[:, 0])).astype(np.int64)
+    return NullDesign(proj=proj, order=order, tile_um=float(tile_um), random_offset=random_offset)
 
 
 def bh_qvalues(p: np.ndarray) -> np.ndarray:
@@ -235,19 +254,34 @@ def _torch_csr(W: sp.csr_matrix, device: torch.device) -> torch.Tensor:
 
 
 def _perm_index(
-    b: int, seed: int, tiles_sorted: torch.Tensor, order: torch.Tensor, device: torch.device
+    b: int,
+    seed: int,
+    proj_sorted: torch.Tensor,
+    order: torch.Tensor,
+    tile: float,
+    random_offset: bool,
 ) -> torch.Tensor:
     """Index vector of permutation number ``b``: cell ``i`` takes the value of cell ``idx[i]``.
 
-    Uniform keys are drawn in the canonical order from a generator seeded by ``(seed, b)``;
-    sorting ``tile + key`` shuffles within tiles only. Independent of chunking and cell order.
+    The grid offset and one uniform key per cell are drawn, in the canonical order, from a
+    generator seeded by ``(seed, b)``; cells are grouped by tile and shuffled within their tile
+    by sorting ``tile + key``. Independent of chunking, of the input cell order and of rigid
+    motions and joint rescaling of the coordinates.
     """
+    device = proj_sorted.device
     gen = torch.Generator(device="cpu")
     gen.manual_seed((int(seed) * 1_000_003 + int(b)) % (2**63 - 1))
+    off = torch.rand(2, generator=gen, dtype=torch.float64)
     u = torch.rand(order.numel(), generator=gen, dtype=torch.float64).to(device) * 0.999
-    sorted_pos = torch.argsort(tiles_sorted + u)
+    off = (off if random_offset else torch.zeros(2, dtype=torch.float64)).to(device)
+    # proj >= 0 and off >= 0, so truncation is floor (torch.floor on float64 is very slow on
+    # a busy multi-threaded CPU)
+    q = (proj_sorted / tile + off).to(torch.int64)
+    tid = (q[:, 0] * (q[:, 1].max() + 2) + q[:, 1]).to(torch.float64)
+    base = torch.argsort(tid, stable=True)
+    shuf = torch.argsort(tid + u)
     idx = torch.empty_like(order)
-    idx[order] = order[sorted_pos]
+    idx[order[base]] = order[shuf]
     return idx
 
 
@@ -281,8 +315,7 @@ def communication_scores(
     L: np.ndarray | torch.Tensor,
     R: np.ndarray | torch.Tensor,
     W: sp.csr_matrix,
-    tiles: np.ndarray,
-    order: np.ndarray,
+    design: NullDesign,
     *,
     n_perms: int = 1000,
     seed: int = 0,
@@ -299,8 +332,8 @@ def communication_scores(
         ``(N, P)`` non-negative ligand / receptor expression.
     W
         ``(N, N)`` sparse symmetric kernel (:func:`kernel_graph`).
-    tiles, order
-        From :func:`null_tiles`.
+    design
+        The permutation null's tiles (:func:`null_design`).
     n_perms
         Number of permutations ``B`` (0: statistics only, no p-values).
     seed
@@ -308,7 +341,8 @@ def communication_scores(
     device
         Torch device for the sparse products.
     local
-        Also compute per-cell activities and local p-values / FDR.
+        Also compute local (per-cell) p-values / FDR (one sparse product per permutation);
+        without, the global null needs no sparse product (``S_perm = l_perm . (W r)``).
     max_block_floats
         Size (floats) of one ``N x (perms x pairs)`` block; bounds memory at about
         ``4 x 4 bytes x max_block_floats`` on top of the inputs (linear in cells through
@@ -329,13 +363,14 @@ def communication_scores(
     Wt = _torch_csr(W, device)
     wsum = float(np.asarray(W.sum(), dtype=np.float64))
     wsum = wsum if wsum > 0 else 1.0
-    order_t = torch.as_tensor(order, device=device)
-    tiles_sorted = torch.as_tensor(tiles[order], device=device, dtype=torch.float64)
+    order_t = torch.as_tensor(design.order, device=device)
+    proj_sorted = torch.as_tensor(design.proj[design.order], device=device, dtype=torch.float64)
 
     WL = torch.sparse.mm(Wt, Lt)  # ligand reaching each cell
     recv = Rt * WL
     S = recv.double().sum(dim=0)
-    sender = Lt * torch.sparse.mm(Wt, Rt) if local else None
+    U = torch.sparse.mm(Wt, Rt)  # receptor around each cell
+    sender = Lt * U
 
     # Chunks: pairs x perms per sparse product within the memory budget.
     p_chunk = max(1, min(P, max_block_floats // max(N, 1)))
@@ -359,19 +394,24 @@ def communication_scores(
         for b0 in range(0, B, b_chunk):
             b1 = min(B, b0 + b_chunk)
             idx = torch.stack(
-                [_perm_index(b, seed, tiles_sorted, order_t, device) for b in range(b0, b1)]
+                [
+                    _perm_index(b, seed, proj_sorted, order_t, design.tile_um, design.random_offset)
+                    for b in range(b0, b1)
+                ]
             )  # (b, N)
             nb, npair = b1 - b0, p1 - p0
-            Lp = Lc[idx].permute(1, 2, 0).reshape(N, npair * nb)  # (N, p*b), perms innermost
-            Y = torch.sparse.mm(Wt, Lp).view(N, npair, nb)  # permuted W l
-            Sp = (Y * Rc.unsqueeze(2)).sum(dim=0).double()  # (p, b) permuted global statistic
-            sum1[p0:p1] += Sp.sum(dim=1)
-            sum2[p0:p1] += (Sp * Sp).sum(dim=1)
-            ge[p0:p1] += (Sp >= Sthr.unsqueeze(1)).sum(dim=1)
             if local:
+                Lp = Lc[idx].permute(1, 2, 0).reshape(N, npair * nb)  # (N, p*b)
+                Y = torch.sparse.mm(Wt, Lp).view(N, npair, nb)  # permuted W l
+                Sp = (Y * Rc.unsqueeze(2)).sum(dim=0).double()  # (p, b) permuted S
                 counts[:, p0:p1] += (Y >= thr).sum(dim=2)
                 m1[:, p0:p1] += Y.sum(dim=2)
                 m2[:, p0:p1] += torch.linalg.vector_norm(Y, dim=2).square_()
+            else:  # S_perm = sum_i l_perm(i) (W r)_i: no sparse product needed
+                Sp = (Lc[idx] * U[:, p0:p1]).sum(dim=1).T.double()  # (p, b)
+            sum1[p0:p1] += Sp.sum(dim=1)
+            sum2[p0:p1] += (Sp * Sp).sum(dim=1)
+            ge[p0:p1] += (Sp >= Sthr.unsqueeze(1)).sum(dim=1)
             step += 1
             if runtime is not None:
                 runtime.check()
@@ -403,8 +443,8 @@ def communication_scores(
         null_sd=sd / wsum,
         pvalue=pval,
         fdr=fdr,
-        receiver=recv.cpu().numpy() if local else None,
-        sender=sender.cpu().numpy() if local else None,
+        receiver=recv.cpu().numpy(),
+        sender=sender.cpu().numpy(),
         local_count=lc,
         local_pvalue=lp,
         local_fdr=lq,
@@ -412,11 +452,34 @@ def communication_scores(
     )
 
 
+#: Grid offsets (in tiles) over which the group-matrix null moments are averaged.
+GROUP_NULL_OFFSETS = ((0.0, 0.0), (0.5, 0.5), (0.0, 0.5), (0.5, 0.0))
+
+
+def _tile_moments(Lc, V, tiles, groups, ok, G):
+    """Within-tile permutation mean and variance of ``sum_i l_sigma(i) c_i`` for all (g, h, p)."""
+    N, k = Lc.shape
+    T = int(tiles.max()) + 1
+    cells = np.nonzero(ok)[0]
+    tile_oh = sp.csr_matrix((np.ones(N), (tiles, np.arange(N))), shape=(T, N))
+    tg = sp.csr_matrix((np.ones(cells.size), (tiles[ok] * G + groups[ok], cells)), shape=(T * G, N))
+    n_t = np.asarray(tile_oh.sum(axis=1)).ravel()
+    inv_n = 1.0 / np.maximum(n_t, 1)
+    inv = np.where(n_t > 1, 1.0 / np.maximum(n_t - 1, 1), 0.0)
+    Sl = tile_oh @ Lc  # T x k
+    SSl = np.maximum(tile_oh @ (Lc * Lc) - Sl**2 * inv_n[:, None], 0.0)
+    Sc = (tg @ V).reshape(T, G, G, k)  # [t, g, h, p]
+    SSc = np.maximum((tg @ (V * V)).reshape(T, G, G, k) - Sc**2 * inv_n[:, None, None, None], 0.0)
+    mean = np.einsum("tp,tghp->ghp", Sl * inv_n[:, None], Sc)
+    var = np.einsum("t,tp,tghp->ghp", inv, SSl, SSc)
+    return mean, var
+
+
 def group_matrices(
     L: np.ndarray,
     R: np.ndarray,
     W: sp.csr_matrix,
-    tiles: np.ndarray,
+    design: NullDesign,
     groups: np.ndarray,
     n_groups: int,
 ) -> dict[str, np.ndarray]:
@@ -425,8 +488,10 @@ def group_matrices(
     ``M[p, g, h] = sum_{i in g, j in h} w_ij l_i r_j``. Under the null that permutes ``l``
     within tiles (group labels stay with the cells), ``M = sum_t sum_{i in t} l_sigma(i) c_i``
     with ``c_i = 1[g(i) = g] (W (r 1_h))_i``; its exact mean and variance are sums over tiles
-    of the permutation moments ``S_l S_c / n`` and ``(SS_l)(SS_c) / (n - 1)``. The p-value is
-    the normal upper tail of ``z = (M - mean) / sd``.
+    of the permutation moments ``S_l S_c / n`` and ``(SS_l)(SS_c) / (n - 1)``. With random grid
+    offsets (the permutation null's default) the moments are those of the mixture over
+    :data:`GROUP_NULL_OFFSETS`. The p-value is the normal upper tail of
+    ``z = (M - mean) / sd``.
 
     Returns
     -------
@@ -440,20 +505,15 @@ def group_matrices(
     R = np.asarray(R, dtype=np.float64)
     N, P = L.shape
     G = int(n_groups)
-    T = int(tiles.max()) + 1 if len(tiles) else 1
     groups = np.asarray(groups, dtype=np.int64)
     ok = groups >= 0  # cells without a group (NaN) take part in the null, not in the matrices
     cells = np.nonzero(ok)[0]
-    ones = np.ones(cells.size)
-    onehot = sp.csr_matrix((ones, (groups[ok], cells)), shape=(G, N))
-    tile_oh = sp.csr_matrix((np.ones(N), (tiles, np.arange(N))), shape=(T, N))
-    tg = sp.csr_matrix((ones, (tiles[ok] * G + groups[ok], cells)), shape=(T * G, N))
-    n_t = np.asarray(tile_oh.sum(axis=1)).ravel()
-    inv_n = 1.0 / np.maximum(n_t, 1)
-    inv = np.where(n_t > 1, 1.0 / np.maximum(n_t - 1, 1), 0.0)
+    onehot = sp.csr_matrix((np.ones(cells.size), (groups[ok], cells)), shape=(G, N))
+    offsets = GROUP_NULL_OFFSETS if design.random_offset else ((0.0, 0.0),)
+    tilings = [design.tiles(o) for o in offsets]
     M = np.empty((G, G, P))
-    mean = np.empty((G, G, P))
-    var = np.empty((G, G, P))
+    mean = np.zeros((G, G, P))
+    var = np.zeros((G, G, P))
     chunk = max(1, 4_000_000 // max(N * G, 1))
     for p0 in range(0, P, chunk):
         p1 = min(P, p0 + chunk)
@@ -464,14 +524,11 @@ def group_matrices(
             [np.asarray(W @ (Rc * (groups == h)[:, None])) for h in range(G)], axis=1
         )
         M[:, :, p0:p1] = (onehot @ (np.tile(Lc, (1, G)) * V)).reshape(G, G, k)
-        Sl = tile_oh @ Lc  # T x k
-        SSl = np.maximum(tile_oh @ (Lc * Lc) - Sl**2 * inv_n[:, None], 0.0)
-        Sc = (tg @ V).reshape(T, G, G, k)  # [t, g, h, p]
-        SSc = np.maximum(
-            (tg @ (V * V)).reshape(T, G, G, k) - Sc**2 * inv_n[:, None, None, None], 0.0
-        )
-        mean[:, :, p0:p1] = np.einsum("tp,tghp->ghp", Sl * inv_n[:, None], Sc)
-        var[:, :, p0:p1] = np.einsum("t,tp,tghp->ghp", inv, SSl, SSc)
+        mom = [_tile_moments(Lc, V, t, groups, ok, G) for t in tilings]
+        means = np.stack([m for m, _ in mom])
+        mean[:, :, p0:p1] = means.mean(axis=0)
+        # mixture: mean of the variances plus the variance of the means
+        var[:, :, p0:p1] = np.stack([v for _, v in mom]).mean(axis=0) + means.var(axis=0)
     sd = np.sqrt(np.maximum(var, 0))
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(sd > 0, (M - mean) / np.where(sd > 0, sd, 1.0), 0.0)

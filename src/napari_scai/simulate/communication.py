@@ -5,7 +5,7 @@ well defined); ``x < width/2`` are ``sender`` cells, the rest ``receiver`` cells
 is the line ``x = width/2``. Every gene has a Poisson background; "high" cells get a higher
 Poisson rate. Three kinds of LR pairs (one ligand gene and one receptor gene each):
 
-- ``planted``: the ligand is high in a random half of the senders within ``range_um`` of the
+- ``planted``: the ligand is high in a random ``p_ligand`` of the senders within ``range_um`` of the
   interface; the receptor is high in receivers that have a ligand-high sender within
   ``range_um`` (with probability ``p_response``). Real short-range signalling.
 - ``null``: ligand and receptor high in as many random cells (anywhere) as a planted pair's:
@@ -33,9 +33,10 @@ def planted_communication(
     width_um: float | None = None,
     range_um: float = 50.0,
     density_per_mm2: float = 1500.0,
-    background: float = 0.05,
+    background: float = 0.03,
     high: float = 6.0,
-    p_response: float = 0.8,
+    p_response: float = 0.9,
+    p_ligand: float = 0.7,
     seed: int = 0,
 ):
     """An AnnData (raw counts) with planted, null and decoy LR pairs.
@@ -59,6 +60,8 @@ def planted_communication(
         Poisson rates of background and "high" cells.
     p_response
         Probability that a receiver with a ligand-high sender in range expresses the receptor.
+    p_ligand
+        Fraction of the senders within ``range_um`` of the interface with a high ligand.
     seed
         Random seed.
 
@@ -102,7 +105,7 @@ def planted_communication(
     band = senders[dist[senders] > -range_um]
     sizes = []
     for k in range(n_planted):
-        lig = band[rng.random(band.size) < 0.5]
+        lig = band[rng.random(band.size) < p_ligand]
         near = np.zeros(n_cells, bool)
         for nb in tree.query_ball_point(xy[lig], r=range_um):
             near[nb] = True
@@ -112,7 +115,7 @@ def planted_communication(
         add(lig, rec, "planted", k)
     if not sizes:  # null-only simulation: sizes of a typical planted pair
         n_band = int(np.sum((dist > -range_um) & (dist < 0)))
-        sizes = [(max(1, n_band // 2), max(1, int(n_band * 0.8)))]
+        sizes = [(max(1, int(n_band * p_ligand)), max(1, int(n_band * p_response)))]
     for k in range(n_null):
         nl, nr = sizes[k % len(sizes)]
         add(
