@@ -322,6 +322,7 @@ def communication_scores(
     device: torch.device | str = "cpu",
     local: bool = True,
     max_block_floats: int = 32_000_000,
+    max_cache_bytes: int = 2_000_000_000,
     runtime: Any = None,
 ) -> CommunicationResult:
     """Global and local LR statistics with a batched within-tile permutation null.
@@ -344,9 +345,11 @@ def communication_scores(
         Also compute local (per-cell) p-values / FDR (one sparse product per permutation);
         without, the global null needs no sparse product (``S_perm = l_perm . (W r)``).
     max_block_floats
-        Size (floats) of one ``N x (perms x pairs)`` block; bounds memory at about
-        ``4 x 4 bytes x max_block_floats`` on top of the inputs (linear in cells through
-        ``N x P`` inputs and outputs only).
+        Size (floats) of one ``N x (perms x pairs)`` block; bounds the working memory at a
+        few times ``4 bytes x max_block_floats`` on top of the ``N x P`` inputs and outputs.
+    max_cache_bytes
+        Keep the ``B x N`` permutation indices (int64) when they fit in this many bytes
+        (local mode; otherwise they are redrawn for every pair, same values, slower).
     runtime
         Optional :class:`napari_scai.models._runtime.Runtime` for progress and cancel.
     """
@@ -372,50 +375,79 @@ def communication_scores(
     U = torch.sparse.mm(Wt, Rt)  # receptor around each cell
     sender = Lt * U
 
-    # Chunks: pairs x perms per sparse product within the memory budget.
-    p_chunk = max(1, min(P, max_block_floats // max(N, 1)))
-    b_chunk = max(1, min(max(B, 1), max_block_floats // max(N * p_chunk, 1)))
     sum1 = torch.zeros(P, dtype=torch.float64, device=device)
     sum2 = torch.zeros(P, dtype=torch.float64, device=device)
     ge = torch.zeros(P, dtype=torch.int64, device=device)
-    if local:
+    Sthr_all = S - 1e-5 * S.abs() - 1e-12  # ties (and rounding) count as >= observed
+
+    def perms(b0: int, b1: int) -> torch.Tensor:
+        return torch.stack(
+            [
+                _perm_index(b, seed, proj_sorted, order_t, design.tile_um, design.random_offset)
+                for b in range(b0, b1)
+            ]
+        )  # (b, N)
+
+    def add_global(p0: int, p1: int, Sp: torch.Tensor) -> None:  # Sp: (p, b)
+        sum1[p0:p1] += Sp.sum(dim=1)
+        sum2[p0:p1] += (Sp * Sp).sum(dim=1)
+        ge[p0:p1] += (Sp >= Sthr_all[p0:p1].unsqueeze(1)).sum(dim=1)
+
+    if B and not local:
+        # S_perm = sum_i l_perm(i) (W r)_i: no sparse product needed. Chunks of pairs x perms.
+        p_chunk = max(1, min(P, max_block_floats // max(N, 1)))
+        b_chunk = max(1, min(B, max_block_floats // max(N * p_chunk, 1)))
+        n_steps, step = math.ceil(P / p_chunk) * math.ceil(B / b_chunk), 0
+        for b0 in range(0, B, b_chunk):
+            b1 = min(B, b0 + b_chunk)
+            idx = perms(b0, b1)
+            for p0 in range(0, P, p_chunk):
+                p1 = min(P, p0 + p_chunk)
+                add_global(p0, p1, (Lt[:, p0:p1][idx] * U[:, p0:p1]).sum(dim=1).T.double())
+                step += 1
+                if runtime is not None:
+                    runtime.check()
+                    runtime.report(step, n_steps, f"permutations {b1}/{B}")
+    if B and local:
         counts = torch.zeros((N, P), dtype=torch.float32, device=device)
         m1 = torch.zeros((N, P), dtype=torch.float32, device=device)
         m2 = torch.zeros((N, P), dtype=torch.float32, device=device)
-    n_steps = math.ceil(P / p_chunk) * math.ceil(max(B, 1) / b_chunk) if B else 0
-    step = 0
-    for p0 in range(0, P if B else 0, p_chunk):
-        p1 = min(P, p0 + p_chunk)
-        Lc, Rc = Lt[:, p0:p1], Rt[:, p0:p1]
-        obs = WL[:, p0:p1]
-        thr = (obs - 1e-5 * obs.abs() - 1e-12).unsqueeze(2)  # ties (and rounding) count
-        Sc = S[p0:p1]
-        Sthr = Sc - 1e-5 * Sc.abs() - 1e-12
-        for b0 in range(0, B, b_chunk):
-            b1 = min(B, b0 + b_chunk)
-            idx = torch.stack(
-                [
-                    _perm_index(b, seed, proj_sorted, order_t, design.tile_um, design.random_offset)
-                    for b in range(b0, b1)
-                ]
-            )  # (b, N)
-            nb, npair = b1 - b0, p1 - p0
-            if local:
-                Lp = Lc[idx].permute(1, 2, 0).reshape(N, npair * nb)  # (N, p*b)
-                Y = torch.sparse.mm(Wt, Lp).view(N, npair, nb)  # permuted W l
-                Sp = (Y * Rc.unsqueeze(2)).sum(dim=0).double()  # (p, b) permuted S
-                counts[:, p0:p1] += (Y >= thr).sum(dim=2)
-                m1[:, p0:p1] += Y.sum(dim=2)
-                m2[:, p0:p1] += torch.linalg.vector_norm(Y, dim=2).square_()
-            else:  # S_perm = sum_i l_perm(i) (W r)_i: no sparse product needed
-                Sp = (Lc[idx] * U[:, p0:p1]).sum(dim=1).T.double()  # (p, b)
-            sum1[p0:p1] += Sp.sum(dim=1)
-            sum2[p0:p1] += (Sp * Sp).sum(dim=1)
-            ge[p0:p1] += (Sp >= Sthr.unsqueeze(1)).sum(dim=1)
-            step += 1
+        # One pair at a time, only the rows (receivers) with r_j > 0: (W l_perm)_j elsewhere
+        # never matters (local p = 1; no contribution to S). The permutation indices are
+        # drawn once and kept when they fit in ``max_cache_bytes``.
+        cache = B * N * 8 <= max_cache_bytes
+        idx_t = perms(0, B).T.contiguous() if cache else None  # (N, B)
+        b_chunk = max(1, min(B, max_block_floats // max(N, 1)))
+        Wsp = sp.csr_matrix(W, dtype=np.float32)
+        R_host = Rt.cpu().numpy()
+        for p in range(P):
+            rows_np = np.nonzero(R_host[:, p] > 0)[0]
+            if rows_np.size == 0:  # S = S_perm = 0: p = 1
+                ge[p] += B
+                continue
+            rows = torch.as_tensor(rows_np, device=device)
+            Wp = _torch_csr(Wsp[rows_np], device)
+            rp = Rt[rows, p]
+            obs = WL[rows, p]
+            thr = (obs - 1e-5 * obs.abs() - 1e-12).unsqueeze(1)
+            cnt = torch.zeros(rows.numel(), dtype=torch.float32, device=device)
+            s1 = torch.zeros_like(cnt)
+            s2 = torch.zeros_like(cnt)
+            lcol = Lt[:, p]
+            for b0 in range(0, B, b_chunk):
+                b1 = min(B, b0 + b_chunk)
+                Lp = lcol[idx_t[:, b0:b1]] if cache else lcol[perms(b0, b1).T]  # (N, b)
+                Y = torch.sparse.mm(Wp, Lp)  # (n_r, b): permuted (W l)_j at receivers
+                add_global(p, p + 1, (rp @ Y).double().unsqueeze(0))
+                cnt += torch.count_nonzero(Y >= thr, dim=1)
+                s1 += Y.sum(dim=1)
+                s2 += (Y * Y).sum(dim=1)
+            counts[rows, p] = cnt
+            m1[rows, p] = s1
+            m2[rows, p] = s2
             if runtime is not None:
                 runtime.check()
-                runtime.report(step, n_steps, f"permutations: pairs {p0}-{p1}, perms {b1}/{B}")
+                runtime.report(p + 1, P, f"permutations: pair {p + 1}/{P}")
     Snp = S.cpu().numpy()
     if B:
         mean = (sum1 / B).cpu().numpy()
