@@ -309,3 +309,17 @@ def test_tl_without_gnn_adds_no_column():
         adata, pairs=pairs, n_perms=10, device="cpu", bandwidth_um=25.0, local=False
     )
     assert "gnn_strength" not in report.pairs and "gnn_spearman" not in report.params
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_deterministic_and_close_to_cpu(sim, fitted):
+    a = fit_communication_gnn(
+        sim["L"], sim["R"], sim["A"], sim["Y"], groups=sim["groups"], device="cuda", seed=0
+    )
+    b = fit_communication_gnn(
+        sim["L"], sim["R"], sim["A"], sim["Y"], groups=sim["groups"], device="cuda", seed=0
+    )
+    np.testing.assert_array_equal(a.strength, b.strength)
+    np.testing.assert_allclose(a.strength, fitted.strength, atol=2e-3)
+    assert roc_auc_score(sim["kinds"] == "planted", a.strength) >= MARGIN_AUROC
