@@ -284,12 +284,48 @@ def test_batched_permutations_do_not_depend_on_chunking():
     L, R = complex_expression(X, m)
     W = kernel_graph(a.obsm["spatial"], BW)
     design = null_design(a.obsm["spatial"], 20 * BW)
-    big = communication_scores(L, R, W, design, n_perms=60)
-    small = communication_scores(L, R, W, design, n_perms=60, max_block_floats=a.n_obs * 3)
+    kw = {"n_perms": 60, "local_null": "permutation"}
+    big = communication_scores(L, R, W, design, **kw)
+    small = communication_scores(L, R, W, design, **kw, max_block_floats=a.n_obs * 3)
     np.testing.assert_array_equal(big.pvalue, small.pvalue)
     np.testing.assert_array_equal(big.local_count, small.local_count)
+    # the same null through the other code paths: cached inverse permutations over the
+    # ligand-expressing cells, and chunks over all cells without the cache
     glob = communication_scores(L, R, W, design, n_perms=60, local=False)
-    np.testing.assert_array_equal(big.pvalue, glob.pvalue)  # same null without the local pass
+    np.testing.assert_array_equal(big.pvalue, glob.pvalue)
+    nocache = communication_scores(L, R, W, design, n_perms=60, local=False, max_cache_bytes=0)
+    np.testing.assert_array_equal(big.pvalue, nocache.pvalue)
+
+
+def test_local_null_moments_are_exact():
+    from napari_scai.models.communication import _perm_index, local_null_moments
+
+    rng = np.random.default_rng(2)
+    n = 500
+    xy = rng.uniform(0, 500, (n, 2)) * [2, 1]
+    W = kernel_graph(xy, 20.0)
+    L = ((rng.random((n, 2)) < 0.2) * rng.gamma(2.0, 1.0, (n, 2))).astype(np.float32)
+    for random_offset in (False, True):
+        design = null_design(xy, 200.0, random_offset=random_offset)
+        mean, var = local_null_moments(torch.as_tensor(L), W, design, "cpu")
+        proj = torch.as_tensor(design.proj[design.order])
+        order = torch.as_tensor(design.order)
+        sims = np.stack(
+            [
+                W @ L[_perm_index(b, 0, proj, order, 200.0, random_offset).numpy()]
+                for b in range(4000)
+            ]
+        )
+        # exact moments vs 4,000 Monte Carlo permutations (one tiling, or the mixture over
+        # the 16 grid offsets the permutations draw from)
+        np.testing.assert_allclose(mean.numpy(), sims.mean(0), atol=0.05, rtol=0.05)
+        # a variance estimated from 4,000 draws of a sparse, heavy-tailed sum has a relative
+        # standard error of about sqrt((kurtosis - 1) / 4000) ~ 5 %: allow 5 SE per entry,
+        # and 1 % on average (a wrong formula is off everywhere, not in a few entries)
+        v, v_mc = var.numpy(), sims.var(0)
+        np.testing.assert_allclose(v, v_mc, atol=0.05, rtol=0.25)
+        ok = v_mc > 0.05
+        assert abs(np.mean(v[ok] / v_mc[ok]) - 1) < 0.01
 
 
 def _state(a):

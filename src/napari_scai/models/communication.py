@@ -16,17 +16,20 @@ matrix anywhere). The signal sent by ``i`` to ``j`` for one pair is ``w_ij l_i r
   and random draws are defined in the canonical frame and a canonical cell order, so rotation,
   translation, joint rescaling of units and bandwidth and the input cell order do not change
   any result.
-- **Permutations are batched**: for a chunk of ``b`` permutations and ``p`` pairs one sparse
-  product ``W @ [L_perm1 | ... | L_permb]`` (``N x b*p``) gives every permuted receiver
-  activity; from it the global null (column sums) and the local counts
-  ``#{a_j^perm >= a_j}`` are accumulated on the device.
+- **Permutations are batched** on the device: the global null needs no sparse product per
+  permutation, ``S_perm = l_perm . (W r)``, one gather of all ``B`` permutations of a pair's
+  ligand-expressing cells against cached inverse permutations; in Monte Carlo local mode one
+  sparse product ``W_rows @ [l_perm1 | ... | l_permb]`` per pair gives the permuted receiver
+  activity of all ``b`` permutations at once.
 - Global p-value ``(1 + #{S_perm >= S}) / (B + 1)``, BH across pairs; the statistic reported is
   ``z = (S - mean S_perm) / sd S_perm``.
-- Local p-values of ``(W l)_j`` per receiving cell and pair: ``(1 + count) / (B + 1)``, and
-  in the far tail (fewer than 10 permuted values reach the observed one) the tail of a gamma
-  distribution with the permutations' own mean and variance, because counts alone cannot
-  resolve the small p-values that survive BH over cells x pairs. BH across all cells x pairs
-  with a receptor (``r_j > 0``; an independent filter, ``r`` is fixed under the null).
+- Local p-values of ``(W l)_j`` per receiving cell and pair: by default the upper tail of a
+  gamma distribution with the *exact* mean and variance of ``(W l_perm)_j`` under the same
+  within-tile permutation null (:func:`local_null_moments`; two sparse products, and
+  p-values finer than ``1 / (B + 1)``, which BH over cells x pairs needs); or Monte Carlo with
+  the ``B`` permutations (``local_null="permutation"``: counts, gamma tail beyond 10
+  exceedances). BH across all cells x pairs with a receptor (``r_j > 0``; an independent
+  filter, ``r`` is fixed under the null).
 - Group x group matrices ``M_gh = sum_{i in g, j in h} w_ij l_i r_j`` with a p-value from the
   exact mean and variance of the same within-tile permutation null (a sum of within-tile
   permutation sums, normal approximation), BH across group pairs x LR pairs.
@@ -52,12 +55,22 @@ __all__ = [
     "edge_signal",
     "group_matrices",
     "kernel_graph",
+    "local_null_moments",
     "NullDesign",
     "null_design",
 ]
 
 #: Kernel support in bandwidths: weights below exp(-2) = 0.135 are cut.
 CUTOFF_BANDWIDTHS = 2.0
+#: Grid offsets (in tiles) of the permutation null: each permutation uses one of these
+#: 4 x 4 shifts of the tile grid, uniformly at random, so the null is an exact mixture over
+#: them and its moments (group matrices, local p-values) are computed exactly.
+NULL_OFFSET_STEPS = 4
+GROUP_NULL_OFFSETS = tuple(
+    (i / NULL_OFFSET_STEPS, j / NULL_OFFSET_STEPS)
+    for i in range(NULL_OFFSET_STEPS)
+    for j in range(NULL_OFFSET_STEPS)
+)
 #: Default tile side of the permutation null, in bandwidths (10 kernel supports).
 TILE_BANDWIDTHS = 20.0
 
@@ -128,8 +141,9 @@ class NullDesign:
 
     ``proj`` (N, 2) canonical coordinates shifted to start at 0; ``order`` the canonical cell
     order (by canonical x, then y) in which random numbers are drawn; ``tile_um`` the tile
-    side; with ``random_offset`` every permutation shifts the tile grid by a uniform random
-    offset, so that no result hinges on where one fixed grid happens to cut the tissue.
+    side; with ``random_offset`` every permutation shifts the tile grid by one of the
+    :data:`GROUP_NULL_OFFSETS` (4 x 4 shifts by quarter tiles) drawn at random, so that no
+    result hinges on where one fixed grid happens to cut the tissue.
     """
 
     proj: np.ndarray
@@ -229,6 +243,65 @@ def _local_pvalues(
     return p
 
 
+def _gamma_tail(
+    obs: torch.Tensor, R: torch.Tensor, mean: torch.Tensor, var: torch.Tensor
+) -> torch.Tensor:
+    """Upper tail at ``obs`` of the gamma distribution with this mean and variance.
+
+    Entries without receptor (``r_j = 0``), without ligand around (``obs = 0``) or without
+    null variation get 1.
+    """
+    ok = (var > 0) & (mean > 0) & (obs > 0) & (R > 0)
+    safe_m = torch.where(ok, mean, torch.ones_like(mean)).double()
+    safe_v = torch.where(ok, var, torch.ones_like(var)).double()
+    p = torch.special.gammaincc(safe_m * safe_m / safe_v, obs.double() * safe_m / safe_v)
+    return torch.where(ok, p.float(), torch.ones_like(mean))
+
+
+def local_null_moments(
+    L: torch.Tensor, W: sp.csr_matrix, design: NullDesign, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact mean and variance of ``(W l_perm)_j`` under the within-tile permutation null.
+
+    For one tiling, the values in tile ``t`` are a random arrangement of its ``n_t`` values
+    (mean ``m_t``, variance ``s_t``), so with ``a_jt = sum_{i in t} w_ji`` and
+    ``b_jt = sum_{i in t} w_ji^2``: ``E = sum_t a_jt m_t`` and
+    ``Var = sum_t n_t / (n_t - 1) s_t (b_jt - a_jt^2 / n_t)`` (sampling without
+    replacement). With random grid offsets the moments are those of the mixture over
+    :data:`GROUP_NULL_OFFSETS`. Two sparse (N x T) products per offset; O(nnz + N P).
+    """
+    N, P = L.shape
+    offsets = GROUP_NULL_OFFSETS if design.random_offset else ((0.0, 0.0),)
+    W = sp.csr_matrix(W, dtype=np.float64)
+    W2 = W.multiply(W).tocsr()
+    mean_sum, m2_sum, var_sum = None, None, None
+    for off in offsets:
+        tiles = design.tiles(off)
+        T = int(tiles.max()) + 1
+        oh = sp.csr_matrix((np.ones(N), (np.arange(N), tiles)), shape=(N, T))
+        A = (W @ oh).tocsr()
+        Bm = (W2 @ oh).tocsr()
+        A2 = A.multiply(A).tocsr()
+        oh_t = _torch_csr(oh.T.tocsr(), device)
+        n_t = torch.as_tensor(np.asarray(oh.sum(axis=0)).ravel(), device=device).float()
+        mt = torch.sparse.mm(oh_t, L) / n_t.clamp_min(1).unsqueeze(1)  # T x P
+        st = (torch.sparse.mm(oh_t, L * L) / n_t.clamp_min(1).unsqueeze(1) - mt * mt).clamp_min(0)
+        ct = torch.where(n_t > 1, n_t / (n_t - 1).clamp_min(1), torch.zeros_like(n_t))
+        cs = st * ct.unsqueeze(1)
+        mean_o = torch.sparse.mm(_torch_csr(A, device), mt)
+        var_o = torch.sparse.mm(_torch_csr(Bm, device), cs) - torch.sparse.mm(
+            _torch_csr(A2, device), cs / n_t.clamp_min(1).unsqueeze(1)
+        )
+        var_o = var_o.clamp_min(0)
+        mean_sum = mean_o if mean_sum is None else mean_sum + mean_o
+        m2_sum = mean_o * mean_o if m2_sum is None else m2_sum + mean_o * mean_o
+        var_sum = var_o if var_sum is None else var_sum + var_o
+    k = float(len(offsets))
+    mean = mean_sum / k
+    var = var_sum / k + (m2_sum / k - mean * mean).clamp_min(0)
+    return mean, var
+
+
 def bh_torch(p: torch.Tensor) -> torch.Tensor:
     """Benjamini–Hochberg q-values of a 1-D tensor, on its device."""
     m = p.numel()
@@ -271,7 +344,7 @@ def _perm_index(
     device = proj_sorted.device
     gen = torch.Generator(device="cpu")
     gen.manual_seed((int(seed) * 1_000_003 + int(b)) % (2**63 - 1))
-    off = torch.rand(2, generator=gen, dtype=torch.float64)
+    off = torch.randint(0, NULL_OFFSET_STEPS, (2,), generator=gen).double() / NULL_OFFSET_STEPS
     u = torch.rand(order.numel(), generator=gen, dtype=torch.float64).to(device) * 0.999
     off = (off if random_offset else torch.zeros(2, dtype=torch.float64)).to(device)
     # proj >= 0 and off >= 0, so truncation is floor (torch.floor on float64 is very slow on
@@ -321,6 +394,7 @@ def communication_scores(
     seed: int = 0,
     device: torch.device | str = "cpu",
     local: bool = True,
+    local_null: str = "moments",
     max_block_floats: int = 32_000_000,
     max_cache_bytes: int = 2_000_000_000,
     runtime: Any = None,
@@ -342,8 +416,16 @@ def communication_scores(
     device
         Torch device for the sparse products.
     local
-        Also compute local (per-cell) p-values / FDR (one sparse product per permutation);
-        without, the global null needs no sparse product (``S_perm = l_perm . (W r)``).
+        Also compute local (per-cell) p-values and BH FDR.
+    local_null
+        ``"moments"`` (default): the local p-value is the upper tail of a gamma distribution
+        with the *exact* mean and variance of ``(W l_perm)_j`` under the within-tile
+        permutation null (mixture over grid offsets), computed with two sparse products; no
+        per-permutation sparse product is needed, and p-values are not limited to
+        ``1 / (B + 1)``. ``"permutation"``: Monte Carlo with the same ``B`` permutations (one
+        sparse product per pair and permutation batch; count-based p-values, gamma tail
+        beyond 10 exceedances). The global p-value is a permutation p-value in both modes
+        (``S_perm = l_perm . (W r)``, no sparse product).
     max_block_floats
         Size (floats) of one ``N x (perms x pairs)`` block; bounds the working memory at a
         few times ``4 bytes x max_block_floats`` on top of the ``N x P`` inputs and outputs.
@@ -393,8 +475,34 @@ def communication_scores(
         sum2[p0:p1] += (Sp * Sp).sum(dim=1)
         ge[p0:p1] += (Sp >= Sthr_all[p0:p1].unsqueeze(1)).sum(dim=1)
 
-    if B and not local:
-        # S_perm = sum_i l_perm(i) (W r)_i: no sparse product needed. Chunks of pairs x perms.
+    if local_null not in ("moments", "permutation"):
+        raise ValueError(f"local_null must be 'moments' or 'permutation', got {local_null!r}")
+    mc_local = bool(local) and local_null == "permutation"
+    cache = B * N * 8 <= max_cache_bytes
+    if B and not mc_local and cache:
+        # S_perm = sum_i l_perm(i) u_i = sum_{k: l_k > 0} l_k u_{perm^-1(k)}, u = W r: one
+        # gather over the cells that express the ligand, per pair, from cached inverse perms.
+        idx = perms(0, B)
+        inv = torch.empty_like(idx)
+        inv.scatter_(1, idx, torch.arange(N, device=device).expand(B, N))
+        del idx
+        L_host = Lt.cpu().numpy()
+        for p in range(P):
+            k = torch.as_tensor(np.nonzero(L_host[:, p] > 0)[0], device=device)
+            if k.numel() == 0:
+                ge[p] += B  # S = S_perm = 0
+                continue
+            lk, up = Lt[k, p], U[:, p]
+            b_chunk = max(1, min(B, max_block_floats // max(k.numel(), 1)))
+            for b0 in range(0, B, b_chunk):
+                b1 = min(B, b0 + b_chunk)
+                add_global(p, p + 1, (up[inv[b0:b1][:, k]] @ lk).double().unsqueeze(0))
+            if runtime is not None:
+                runtime.check()
+                runtime.report(p + 1, P, f"permutations: pair {p + 1}/{P}")
+        del inv
+    elif B and not mc_local:
+        # the same without the B x N cache: chunks of pairs x perms over all cells
         p_chunk = max(1, min(P, max_block_floats // max(N, 1)))
         b_chunk = max(1, min(B, max_block_floats // max(N * p_chunk, 1)))
         n_steps, step = math.ceil(P / p_chunk) * math.ceil(B / b_chunk), 0
@@ -408,14 +516,13 @@ def communication_scores(
                 if runtime is not None:
                     runtime.check()
                     runtime.report(step, n_steps, f"permutations {b1}/{B}")
-    if B and local:
+    if B and mc_local:
         counts = torch.zeros((N, P), dtype=torch.float32, device=device)
         m1 = torch.zeros((N, P), dtype=torch.float32, device=device)
         m2 = torch.zeros((N, P), dtype=torch.float32, device=device)
         # One pair at a time, only the rows (receivers) with r_j > 0: (W l_perm)_j elsewhere
         # never matters (local p = 1; no contribution to S). The permutation indices are
         # drawn once and kept when they fit in ``max_cache_bytes``.
-        cache = B * N * 8 <= max_cache_bytes
         idx_t = perms(0, B).T.contiguous() if cache else None  # (N, B)
         b_chunk = max(1, min(B, max_block_floats // max(N, 1)))
         Wsp = sp.csr_matrix(W, dtype=np.float32)
@@ -460,12 +567,18 @@ def communication_scores(
         mean = sd = pval = z = np.full(P, np.nan)
     fdr = bh_qvalues(pval) if B else np.full(P, np.nan)
     lc = lp = lq = None
-    if local and B:
-        lp_t = _local_pvalues(WL, Rt, counts, m1 / B, m2 / B, B)
+    if local and (B or not mc_local):
+        if mc_local:
+            lp_t = _local_pvalues(WL, Rt, counts, m1 / B, m2 / B, B)
+        else:
+            mean_l, var_l = local_null_moments(Lt, W, design, device)
+            lp_t = _gamma_tail(WL, Rt, mean_l, var_l)
+            del mean_l, var_l
+            counts = None
         tested = Rt > 0  # independent filter: r is fixed under the null
         lq_t = torch.ones_like(lp_t)
         lq_t[tested] = bh_torch(lp_t[tested])
-        lc = counts.to(torch.int32).cpu().numpy()
+        lc = counts.to(torch.int32).cpu().numpy() if counts is not None else None
         lp = lp_t.cpu().numpy()
         lq = lq_t.cpu().numpy()
     return CommunicationResult(
@@ -482,10 +595,6 @@ def communication_scores(
         local_fdr=lq,
         n_perms=B,
     )
-
-
-#: Grid offsets (in tiles) over which the group-matrix null moments are averaged.
-GROUP_NULL_OFFSETS = ((0.0, 0.0), (0.5, 0.5), (0.0, 0.5), (0.5, 0.0))
 
 
 def _tile_moments(Lc, V, tiles, groups, ok, G):
@@ -521,8 +630,8 @@ def group_matrices(
     within tiles (group labels stay with the cells), ``M = sum_t sum_{i in t} l_sigma(i) c_i``
     with ``c_i = 1[g(i) = g] (W (r 1_h))_i``; its exact mean and variance are sums over tiles
     of the permutation moments ``S_l S_c / n`` and ``(SS_l)(SS_c) / (n - 1)``. With random grid
-    offsets (the permutation null's default) the moments are those of the mixture over
-    :data:`GROUP_NULL_OFFSETS`. The p-value is the normal upper tail of
+    offsets (the permutation null's default) the moments are those of the (exact) mixture
+    over :data:`GROUP_NULL_OFFSETS`. The p-value is the normal upper tail of
     ``z = (M - mean) / sd``.
 
     Returns
