@@ -71,7 +71,12 @@ def _run_args_problem(args, sdata) -> str | None:
     if getattr(args, "transfer_from", None) and not args.labels:  # --- domains2 (issue 11)
         return "--transfer-from needs --labels COL (the reference's label column)"
     if args.table is None:
-        if args.domains is None and not args.compare and not getattr(args, "transfer_from", None):
+        if (
+            args.domains is None
+            and not args.compare
+            and not getattr(args, "transfer_from", None)
+            and not getattr(args, "communication", False)
+        ):
             return None  # nothing is analysed: any table (protein-only, ATAC-only) is fine
         args.table = "rna"
     if args.table not in sdata.tables:
@@ -83,6 +88,12 @@ def _run_args_problem(args, sdata) -> str | None:
     needed = [("--compare", args.compare)]
     if args.compare and args.domains is None:
         needed.append(("--compare-pred", args.compare_pred))
+    # --- cell-cell communication (issue 9) ---
+    if getattr(args, "groupby", None) and not getattr(args, "communication", False):
+        return "--groupby is used with --communication. Fix: add --communication"
+    if getattr(args, "communication", False) and args.groupby:
+        needed.append(("--groupby", args.groupby))
+    # --- end cell-cell communication ---
     for flag, key in needed:
         if key and key not in obs.columns:
             return (
@@ -129,6 +140,24 @@ def cmd_run(args) -> int:
         pred = "scai_domain" if args.domains is not None else args.compare_pred
         report = compare(sdata, key_pred=pred, key_ref=args.compare, table=args.table)
         print(report)
+    # --- cell-cell communication (issue 9) ---
+    if args.communication:
+        from napari_scai.tl import communication
+
+        report = communication(
+            sdata,
+            table=args.table,
+            groupby=args.groupby,
+            pairs=args.pairs,
+            bandwidth_um=args.bandwidth_um,
+            n_perms=args.n_perms,
+            device=args.device,
+            seed=args.seed,
+        )
+        print(report)
+        cols = ["interaction", "statistic", "pvalue", "fdr", "n_local_sig"]
+        print(report.pairs[cols].head(15).to_string(index=False))
+    # --- end cell-cell communication ---
     if args.out:
         out = Path(args.out)
         io.write(sdata, out, overwrite=args.overwrite)
@@ -296,6 +325,23 @@ def build_parser() -> argparse.ArgumentParser:
         default="scai_domain",
         help="predicted column for --compare without --domains",
     )
+    # --- cell-cell communication (issue 9) ---
+    run.add_argument(
+        "--communication",
+        action="store_true",
+        help="ligand-receptor communication (result table 'scai_communication')",
+    )
+    run.add_argument("--groupby", metavar="COL", help="obs column for group x group matrices")
+    run.add_argument(
+        "--pairs",
+        default=None,
+        help="LR table: consensus (default), cellchatdb or cellphonedb",
+    )
+    run.add_argument(
+        "--bandwidth-um", type=float, default=None, help="kernel bandwidth in µm (default: auto)"
+    )
+    run.add_argument("--n-perms", type=int, default=1000, help="permutations (default 1000)")
+    # --- end cell-cell communication ---
     run.add_argument("--device", default="auto", help="auto, cpu or cuda")
     run.add_argument("--seed", type=int, default=0)
     # --- domains2 (issue 11): label transfer

@@ -7,6 +7,7 @@
 ``disagreement``           where a (renamed) prediction and the reference differ
 ``annotate_from_shapes``   polygons -> class per spot/cell (vectorised point-in-polygon)
 ``transfer_labels``        annotated reference section -> labels + confidence on queries
+``communication``          spatial ligand–receptor signalling -> ``CommunicationReport``
 =========================  ===========================================================
 """
 
@@ -26,9 +27,12 @@ from napari_scai.tl._annotate import (
 from napari_scai.tl._compare import CompareReport, compare, disagreement, rename_by_matching
 
 __all__ = [
+    "CommunicationReport",
     "CompareReport",
     "annotate_from_shapes",
     "annotations_to_geodataframe",
+    "communication",
+    "communication_edges",
     "compare",
     "disagreement",
     "export_annotation_csv",
@@ -54,4 +58,10 @@ def __getattr__(name: str) -> Any:
         from napari_scai.tl._transfer import transfer_labels
 
         return transfer_labels
+    # --- cell-cell communication (issue 9; torch, imported lazily) ---
+    if name in ("communication", "communication_edges", "CommunicationReport"):
+        from napari_scai.tl import _communication
+
+        return getattr(_communication, name)
+    # --- end cell-cell communication ---
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
