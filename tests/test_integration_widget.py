@@ -83,6 +83,27 @@ def test_eccite_through_the_dock_umap_coloured_by_joint_clusters(dock, qtbot, tm
     palette = (to_rgba_array(colors)[:, :3] * 255).astype(int)
     seen = [bool((np.abs(rgb - c).sum(axis=1) < 30).sum() > 20) for c in palette]
     assert sum(seen) >= 4, seen
+    _static_figures(rna, palette)
+
+
+def _static_figures(rna, palette):
+    """pl figures of the same result: weights (one map per modality + bars), clusters."""
+    import matplotlib.pyplot as plt
+
+    from napari_scai import pl
+
+    fig = pl.integration_weights(rna)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["rna weight", "protein weight"]
+    bars = fig.axes[2].patches  # (the colorbars' axes come after the three panels)
+    assert len(bars) == 2 * 6  # stacked: one bar per cluster and modality, heights sum to 1
+    heights = np.array([b.get_height() for b in bars]).reshape(2, 6).sum(axis=0)
+    np.testing.assert_allclose(heights, 1.0, atol=1e-5)
+    fig2 = pl.joint_clusters(rna)  # basis: the joint UMAP (no obsm['spatial'] here)
+    dots = fig2.axes[0].collections[0]
+    np.testing.assert_allclose(dots.get_offsets(), rna.obsm["X_scai_joint_umap"], rtol=1e-6)
+    codes = rna.obs["scai_joint_cluster"].cat.codes.to_numpy()
+    np.testing.assert_allclose(dots.get_facecolors()[:, :3] * 255, palette[codes], atol=1)
+    plt.close("all")
 
 
 def test_atac_sample_through_the_dock(dock, qtbot):
@@ -150,12 +171,19 @@ def test_dlpfc_rna_plus_histology_on_the_tissue(make_napari_viewer, dlpfc_sdata_
 
 
 def test_cancel_writes_nothing(dock, qtbot):
-    dock.open_path(shared_path("citeseq", "eccite_pbmc_control_citefuse_500cells.h5ad"))
+    dock.open_path(shared_path("atac", "signac_atac_small_peaks.h5ad"))
+    from napari_scai.io import read
+
+    dock.sdata.tables["rna"] = read(shared_path("atac", "signac_atac_small_RNA.h5ad")).tables["rna"]
+    dock._refresh_tables()
+    dock.set_tables(["atac", "rna"])
     dock.n_steps.setValue(1_000_000)  # only Cancel ends it
     dock.device_combo.setCurrentText("cpu")
     dock.run_button.click()
-    qtbot.wait(300)
+    qtbot.wait(1500)
     dock.cancel_button.click()
     qtbot.waitUntil(lambda: dock.run_button.isEnabled(), timeout=60_000)
     assert dock.result is None and "cancelled" in dock.status.text()
-    assert "X_scai_joint" not in dock.sdata.tables["rna"].obsm
+    atac = dock.sdata.tables["atac"]
+    assert "X_scai_joint" not in atac.obsm and "scai_weight_atac" not in atac.obs
+    assert not [ly for ly in dock.viewer.layers if "joint UMAP" in ly.name]

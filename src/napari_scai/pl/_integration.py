@@ -56,13 +56,23 @@ def joint_umap(
         raise ValueError(f"UMAP needs at least 4 cells; got {n}")
     import umap
 
+    k = int(min(n_neighbors, n - 1))
+    extra = {}
+    if n <= 50_000:
+        # exact neighbours (scikit-learn) instead of UMAP's nearest-neighbour descent: exact, and
+        # it skips compiling pynndescent (about 5 s of the first call in a process)
+        from sklearn.neighbors import NearestNeighbors
+
+        dist, ind = NearestNeighbors(n_neighbors=k).fit(X).kneighbors(X)
+        extra["precomputed_knn"] = (ind, dist, None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by setting random_state"
         layout = umap.UMAP(
-            n_neighbors=int(min(n_neighbors, n - 1)),
+            n_neighbors=k,
             min_dist=min_dist,
             random_state=seed,
-            init="spectral" if n > n_neighbors + 1 else "random",
+            init="spectral" if n > k + 1 else "random",
+            **extra,
         ).fit_transform(X)
     layout = np.asarray(layout, dtype=np.float32)
     adata.obsm[key_added or f"{basis}_umap"] = layout
@@ -146,7 +156,7 @@ def joint_clusters(
     xy, spatial, _ = _coords(adata, basis, key)
     colors = ensure_colors(adata, col)
     cats = adata.obs[col].cat
-    fig = ax.figure if ax is not None else plt.figure(figsize=(5.5, 5))
+    fig = ax.figure if ax is not None else plt.figure(figsize=(6.5, 5))
     ax = ax or fig.add_subplot(111)
     size = _scatter_ax(ax, xy, spatial, s)
     codes = cats.codes.to_numpy()
@@ -163,6 +173,7 @@ def joint_clusters(
             handles=handles, title="joint cluster", loc="center left", bbox_to_anchor=(1, 0.5)
         )
     ax.set_title("joint clusters")
+    fig.tight_layout()
     return fig
 
 
@@ -255,7 +266,7 @@ def integration_embedding(
         joint_umap(adata, basis=f"X_{key}")
     xy, _, _ = _coords(adata, basis, key)
     color = color or (f"{key}_cluster" if f"{key}_cluster" in adata.obs else None)
-    fig = ax.figure if ax is not None else plt.figure(figsize=(5.5, 5))
+    fig = ax.figure if ax is not None else plt.figure(figsize=(6.5, 5))
     ax = ax or fig.add_subplot(111)
     size = _scatter_ax(ax, xy, False, s)
     if color is None:
@@ -285,4 +296,5 @@ def integration_embedding(
     ax.set_xlabel("UMAP 1")
     ax.set_ylabel("UMAP 2")
     ax.set_title(color or basis)
+    fig.tight_layout()
     return fig
