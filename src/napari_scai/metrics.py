@@ -387,3 +387,304 @@ def spatial_coherence(labels: ArrayLike, adjacency: sparse.spmatrix | sparse.spa
     if not usable.any():
         return float("nan")
     return float(np.mean(codes[row[usable]] == codes[col[usable]]))
+
+
+# =================================================================================================
+# Embedding metrics for integration (issue 10): label ASW, batch ASW, LISI / iLISI.
+#
+# Definitions follow scib / scib-metrics (Luecken et al. 2022) so figures are comparable:
+# label ASW = (mean silhouette of the labels + 1) / 2; batch ASW = mean over labels of the mean
+# of 1 - |silhouette of the batches within that label|; iLISI = (median LISI of the batches - 1)
+# / (n_batches - 1), LISI from a Gaussian kernel on the k = 3 * perplexity nearest neighbours
+# calibrated to the perplexity (Korsunsky et al. 2019). Large data are scored on a seeded
+# subsample (``n_sample``); nothing is ever an N x N matrix.
+# =================================================================================================
+
+__all__ += ["batch_asw", "ilisi", "label_asw", "lisi", "silhouette_samples"]  # noqa: PLE0605
+
+
+def _codes(labels: ArrayLike, n: int, name: str) -> tuple[np.ndarray, int]:
+    s = _as_series(labels, name)
+    if len(s) != n:
+        raise ValueError(
+            f"`{name}` has {len(s)} entries but the embedding has {n} rows; give one per row."
+        )
+    if s.isna().any():
+        raise ValueError(
+            f"`{name}` has {int(s.isna().sum())} missing values. Fix: drop those rows first "
+            "(e.g. X[mask], labels[mask])."
+        )
+    codes, classes = _factorize(s)
+    return codes, len(classes)
+
+
+def _embedding(X: Any, name: str = "X") -> np.ndarray:
+    X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"`{name}` must be a 2-D embedding (cells x dims); got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError(f"`{name}` has NaN or infinite values. Fix: drop those rows first")
+    return np.asarray(X, dtype=np.float64)
+
+
+def _subsample(n: int, n_sample: int | None, seed: int) -> np.ndarray:
+    if n_sample is None or n <= n_sample:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, int(n_sample), replace=False))
+
+
+def silhouette_samples(X: Any, labels: ArrayLike, *, chunk_size: int = 2048) -> np.ndarray:
+    """Silhouette width of every row (Euclidean), computed in row chunks.
+
+    Equals :func:`sklearn.metrics.silhouette_samples`: ``(b - a) / max(a, b)`` with ``a`` the
+    mean distance to the other members of the row's label and ``b`` the smallest mean distance
+    to another label; rows alone in their label get 0. Memory ``chunk_size x n``.
+    """
+    X = _embedding(X)
+    n = X.shape[0]
+    codes, n_labels = _codes(labels, n, "labels")
+    if not 2 <= n_labels <= n - 1:
+        raise ValueError(
+            f"silhouette needs 2 to n - 1 distinct labels; got {n_labels} for {n} rows."
+        )
+    onehot = sparse.csr_matrix((np.ones(n), (np.arange(n), codes)), shape=(n, n_labels))
+    sizes = np.bincount(codes, minlength=n_labels).astype(np.float64)
+    sq = np.einsum("ij,ij->i", X, X)
+    out = np.empty(n)
+    for s in range(0, n, chunk_size):
+        rows = np.arange(s, min(n, s + chunk_size))
+        D2 = sq[rows, None] + sq[None, :] - 2.0 * (X[rows] @ X.T)
+        D = np.sqrt(np.maximum(D2, 0.0))
+        D[np.arange(rows.size), rows] = 0.0
+        sums = np.asarray(onehot.T @ D.T).T  # (chunk, n_labels)
+        own = codes[rows]
+        own_size = sizes[own]
+        a = np.divide(
+            sums[np.arange(rows.size), own],
+            own_size - 1,
+            out=np.zeros(rows.size),
+            where=own_size > 1,
+        )
+        mean_other = sums / sizes[None, :]
+        mean_other[np.arange(rows.size), own] = np.inf
+        b = mean_other.min(axis=1)
+        denom = np.maximum(a, b)
+        sil = np.divide(b - a, denom, out=np.zeros(rows.size), where=denom > 0)
+        sil[own_size <= 1] = 0.0
+        out[rows] = sil
+    return out
+
+
+def label_asw(
+    X: Any,
+    labels: ArrayLike,
+    *,
+    n_sample: int | None = 20000,
+    seed: int = 0,
+    rescale: bool = True,
+) -> float:
+    """Label average silhouette width: how well the embedding separates the labels.
+
+    Parameters
+    ----------
+    X
+        Embedding, cells x dims.
+    labels
+        Cell type (or other biological) label per row; no missing values.
+    n_sample
+        Score a seeded random subsample of this many rows (``None``: all rows; the cost is
+        ``n_sample ** 2`` distances).
+    seed
+        Seed of the subsample.
+    rescale
+        Return ``(asw + 1) / 2`` in [0, 1] as scib does (1 = best), else the raw mean in [-1, 1].
+    """
+    X = _embedding(X)
+    codes, _ = _codes(labels, X.shape[0], "labels")
+    idx = _subsample(X.shape[0], n_sample, seed)
+    asw = float(silhouette_samples(X[idx], codes[idx]).mean())
+    return (asw + 1.0) / 2.0 if rescale else asw
+
+
+def batch_asw(
+    X: Any,
+    batch: ArrayLike,
+    labels: ArrayLike,
+    *,
+    n_sample: int | None = 20000,
+    seed: int = 0,
+) -> float:
+    """Batch average silhouette width (scib's ``silhouette_batch``): batch mixing within labels.
+
+    For each label seen in at least two batches, the silhouette of the batches is computed on
+    that label's rows; the score is the mean over labels of ``mean(1 - |silhouette|)``. 1 means
+    batches are perfectly mixed within every label, 0 means they are fully separated.
+
+    Parameters
+    ----------
+    X
+        Embedding, cells x dims.
+    batch
+        Batch per row.
+    labels
+        Cell type per row (batch mixing is scored within each label).
+    n_sample
+        Seeded subsample of rows scored (``None``: all).
+    seed
+        Seed of the subsample.
+    """
+    X = _embedding(X)
+    n = X.shape[0]
+    bcodes, n_batches = _codes(batch, n, "batch")
+    lcodes, _ = _codes(labels, n, "labels")
+    if n_batches < 2:
+        raise ValueError("batch ASW needs at least 2 batches; `batch` has 1.")
+    idx = _subsample(n, n_sample, seed)
+    X, bcodes, lcodes = X[idx], bcodes[idx], lcodes[idx]
+    scores = []
+    for lab in np.unique(lcodes):
+        mask = lcodes == lab
+        b = bcodes[mask]
+        if np.unique(b).size < 2 or mask.sum() <= np.unique(b).size:
+            continue
+        sil = silhouette_samples(X[mask], b)
+        scores.append(float(np.mean(1.0 - np.abs(sil))))
+    if not scores:
+        raise ValueError(
+            "batch ASW is undefined: no label occurs in two or more batches. Check `batch` and "
+            "`labels`."
+        )
+    return float(np.mean(scores))
+
+
+def _simpson_from_distances(
+    dist: np.ndarray, neigh_codes: np.ndarray, n_cats: int, perplexity: float
+) -> np.ndarray:
+    """Simpson index per row from kNN distances, with the kernel calibrated to ``perplexity``.
+
+    A vectorised bisection on the Gaussian precision ``beta`` (50 steps, tolerance 1e-5), as in
+    the LISI reference (Korsunsky et al. 2019). Rows whose kernel collapses get NaN.
+    """
+    n, _ = dist.shape
+    log_u = np.log(perplexity)
+    beta = np.ones(n)
+    lo = np.full(n, -np.inf)
+    hi = np.full(n, np.inf)
+    done = np.zeros(n, dtype=bool)
+
+    def kernel(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        P = np.exp(-dist * b[:, None])
+        sP = P.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            H = np.log(sP) + b * (dist * P).sum(axis=1) / sP
+        return P, H
+
+    for _ in range(50):
+        _, H = kernel(beta)
+        diff = H - log_u
+        done |= np.abs(diff) < 1e-5
+        up = ~done & (diff > 0)
+        down = ~done & ~(diff > 0)
+        lo = np.where(up, beta, lo)
+        beta = np.where(up, np.where(np.isinf(hi), beta * 2.0, (beta + hi) / 2.0), beta)
+        hi = np.where(down, beta, hi)
+        beta = np.where(down, np.where(np.isinf(lo), beta / 2.0, (beta + lo) / 2.0), beta)
+        if done.all():
+            break
+    P, H = kernel(beta)
+    sP = P.sum(axis=1)
+    ok = (sP > 0) & np.isfinite(H)
+    P = np.divide(P, sP[:, None], out=np.zeros_like(P), where=sP[:, None] > 0)
+    simpson = np.zeros(n)
+    rows = np.repeat(np.arange(n), dist.shape[1])
+    per_cat = np.bincount(
+        rows * n_cats + neigh_codes.ravel(), weights=P.ravel(), minlength=n * n_cats
+    ).reshape(n, n_cats)
+    simpson = (per_cat**2).sum(axis=1)
+    simpson[~ok] = np.nan
+    return simpson
+
+
+def lisi(
+    X: Any,
+    labels: ArrayLike,
+    *,
+    perplexity: float = 30.0,
+    n_neighbors: int | None = None,
+    n_sample: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Local inverse Simpson index of ``labels`` around each (sampled) row.
+
+    The ``n_neighbors`` (default ``3 * perplexity``) nearest rows of each scored row, itself
+    excluded, weighted by a Gaussian kernel whose width gives the requested perplexity; LISI =
+    1 / sum over classes of (kernel weight of the class) squared: 1 when every neighbour has
+    the row's label, up to the number of classes when they are evenly mixed.
+
+    Parameters
+    ----------
+    X
+        Embedding, cells x dims.
+    labels
+        Label per row (batch for iLISI, cell type for cLISI).
+    perplexity
+        Effective number of neighbours of the kernel.
+    n_neighbors
+        Neighbours searched (capped at n - 1).
+    n_sample
+        Score only a seeded subsample of rows (their neighbours are still searched among all
+        rows); ``None`` scores every row.
+    seed
+        Seed of the subsample.
+
+    Returns
+    -------
+    numpy.ndarray
+        One LISI per scored row (rows in ascending order of the subsample); NaN where undefined.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    X = _embedding(X)
+    n = X.shape[0]
+    codes, n_cats = _codes(labels, n, "labels")
+    k = int(n_neighbors if n_neighbors is not None else round(3 * perplexity))
+    k = min(k, n - 1)
+    if k < 1:
+        raise ValueError(f"LISI needs at least 2 rows; got {n}.")
+    idx = _subsample(n, n_sample, seed)
+    nn = NearestNeighbors(n_neighbors=k + 1).fit(X)
+    dist, ind = nn.kneighbors(X[idx])
+    # drop the row itself (the first hit, or wherever a duplicate point put it)
+    self_hit = ind == idx[:, None]
+    drop = np.where(self_hit.any(axis=1), self_hit.argmax(axis=1), k)
+    keep = np.ones_like(ind, dtype=bool)
+    keep[np.arange(idx.size), drop] = False
+    dist = dist[keep].reshape(idx.size, k)
+    ind = ind[keep].reshape(idx.size, k)
+    simpson = _simpson_from_distances(dist, codes[ind], n_cats, perplexity)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 / simpson
+
+
+def ilisi(
+    X: Any,
+    batch: ArrayLike,
+    *,
+    perplexity: float = 30.0,
+    n_sample: int | None = 20000,
+    seed: int = 0,
+    scale: bool = True,
+) -> float:
+    """Integration LISI (batch mixing), scib's ``ilisi_knn``: median LISI of the batches.
+
+    With ``scale`` (default) the median is mapped to [0, 1] by ``(median - 1) / (B - 1)``
+    for ``B`` batches: 0 = each cell sees only its own batch, 1 = batches fully mixed.
+    Scored on a seeded subsample of ``n_sample`` rows (neighbours searched among all rows).
+    """
+    X = _embedding(X)
+    _, n_batches = _codes(batch, X.shape[0], "batch")
+    if n_batches < 2:
+        raise ValueError("iLISI needs at least 2 batches; `batch` has 1.")
+    values = lisi(X, batch, perplexity=perplexity, n_sample=n_sample, seed=seed)
+    med = float(np.nanmedian(values))
+    return (med - 1.0) / (n_batches - 1.0) if scale else med
