@@ -36,7 +36,24 @@ REPORTS = {
     "disagreement": "returns a boolean mask, one per observation; the data is only read",
     "export_annotation_csv": "writes a CSV file and returns its path; the data is only read",
     "export_geojson": "writes a GeoJSON file and returns its path; the data is only read",
+    "communication_edges": "returns the strongest edges of one pair (a DataFrame); read only",
 }
+
+#: Reports that read a result another function wrote; their ``key_added`` names that result.
+READS_RESULTS = {"communication_edges"}
+
+#: Writers whose purpose is also a report: with ``copy=False`` they write into the data and
+#: return the report (scanpy's "or a report object"); ``copy=True`` returns the changed copy.
+#: Their behaviour is checked by their own test below.
+REPORTING_WRITERS = {
+    "communication": "writes the cells x interactions result and returns a CommunicationReport",
+}
+
+#: Functions between two data objects, named by issue 11 as ``transfer_labels(reference,
+#: query, labels_key, *, ...)``: the reference and the query come first (as in scanpy's
+#: ``tl.ingest(adata, adata_ref, ...)`` both data objects are positional), then the one
+#: required column; every option is keyword-only and the query is what is written.
+TWO_DATA = {"transfer_labels": ("reference", "query", "labels_key")}
 
 #: Functions that take no SpatialData/AnnData at all, so "data first" has no meaning.
 HELPERS = {
@@ -156,6 +173,10 @@ def test_allow_lists_name_public_functions() -> None:
 def test_signature_follows_the_convention(name: str) -> None:
     fn = getattr(tl, name)
     params = list(inspect.signature(fn).parameters.values())
+    if name in TWO_DATA:
+        lead = TWO_DATA[name]
+        assert [p.name for p in params[: len(lead)]] == list(lead), name
+        params = [params[0].replace(name="data"), *params[len(lead) :]]
     first, rest = params[0], params[1:]
     assert first.name in DATA_NAMES, f"{name}: first parameter is {first.name!r}, not the data"
     assert first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD)
@@ -163,7 +184,9 @@ def test_signature_follows_the_convention(name: str) -> None:
     assert not positional, f"{name}: {positional} should be keyword-only"
     names = {p.name: p for p in rest}
     if name in REPORTS:
-        assert "copy" not in names and "key_added" not in names, f"{name} is a report"
+        reads_results = name in READS_RESULTS  # its key_added names the result it reads
+        assert "copy" not in names, f"{name} is a report"
+        assert "key_added" not in names or reads_results, f"{name} is a report"
     else:
         assert "key_added" in names, f"{name} writes: it needs key_added"
         assert "copy" in names and names["copy"].default is False, f"{name}: copy=False"
@@ -173,7 +196,10 @@ def test_signature_follows_the_convention(name: str) -> None:
 
 
 def test_every_function_has_an_example() -> None:
-    missing = [n for n in _public_functions() if n not in HELPERS and n not in EXAMPLES]
+    special = set(REPORTING_WRITERS) | set(TWO_DATA)  # behaviour tested below, one test each
+    missing = [
+        n for n in _public_functions() if n not in HELPERS and n not in EXAMPLES | special
+    ]
     assert not missing, f"add a small example call to EXAMPLES for {missing}"
 
 
@@ -265,3 +291,34 @@ def test_new_call_forms_do_not_warn_and_misuse_is_refused(tmp_path) -> None:
         tl.rename_by_matching(adata, report=report, new_key="a", key_added="b")
     with pytest.raises(TypeError, match="multiple values"):
         tl.compare(adata, "pred", key_pred="pred", key_ref="layer")
+
+
+def _lr_section():
+    """_section with a ligand-receptor pair planted: g0 (ligand) beside g1 (receptor)."""
+    sdata = _section(n=196, n_genes=20)
+    a = sdata.tables["rna"]
+    pairs = pd.DataFrame({"ligand": [a.var_names[0]], "receptor": [a.var_names[1]]})
+    return sdata, pairs
+
+
+def test_communication_writes_and_returns_its_report_or_a_copy() -> None:
+    sdata, pairs = _lr_section()
+    before = _snapshot(sdata)
+    kw = {"pairs": pairs, "n_perms": 19, "bandwidth_um": 150.0, "um_per_unit": 1.0}
+    copied = tl.communication(sdata, **kw, key_added="comm", copy=True)
+    assert type(copied) is type(sdata) and copied is not sdata
+    assert "comm" in copied.tables and _snapshot(sdata) == before
+    assert "comm" not in sdata.tables
+    report = tl.communication(sdata, **kw, key_added="comm")
+    assert isinstance(report, tl.CommunicationReport) and len(report.pairs) == 1
+    assert "comm" in sdata.tables and "comm" in sdata.tables["rna"].uns
+
+
+def test_transfer_labels_writes_the_query_in_place_or_returns_a_copy() -> None:
+    reference, query = _section(seed=0).tables["rna"], _section(seed=1).tables["rna"]
+    kw = {"n_top_genes": 40, "n_comps": 10, "epochs": 15, "key_added": "moved"}
+    copied = tl.transfer_labels(reference, query, "layer", **kw, copy=True)
+    assert copied is not query and "moved" in copied.obs and "moved" not in query.obs
+    assert tl.transfer_labels(reference, query, "layer", **kw) is None
+    assert "moved" in query.obs and "moved" not in reference.obs
+    assert set(query.obs["moved"].dropna()) <= set(reference.obs["layer"])

@@ -378,7 +378,7 @@ def test_spatialdata_result_table_zarr_round_trip(tmp_path, dlpfc_sdata):
     assert set(rep.params["group_names"]) == {"L1", "L2", "L3", "L4", "L5", "L6", "WM"}
     assert len(rep.groups) == len(rep.pairs) * 49
     assert rep.pairs["fdr"].between(0, 1).all()
-    e = communication_edges(sdata, rep.pairs["interaction"].iloc[0], top=20)
+    e = communication_edges(sdata, interaction=rep.pairs["interaction"].iloc[0], top=20)
     assert (
         len(e) == 20
         and (e["sender"] != e["receiver"]).all()

@@ -52,7 +52,7 @@ def test_flows_are_arrows_from_senders_to_receivers(result, tmp_path):
     fig, ax = plt.subplots()
     communication_flows(adata, top, top=50, color_by="cell_type", ax=ax)
     quiver = next(c for c in ax.collections if isinstance(c, matplotlib.quiver.Quiver))
-    edges = communication_edges(adata, top, top=None)
+    edges = communication_edges(adata, interaction=top, top=None)
     edges = edges[edges["sender"] != edges["receiver"]].head(50)
     xy = adata.obsm["spatial"]
     np.testing.assert_allclose(quiver.X, xy[edges["sender"], 0])

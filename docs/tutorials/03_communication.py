@@ -61,7 +61,7 @@ print(adata)
 # %%
 report = communication(
     sdata,
-    "rna",
+    table="rna",
     groupby="Cell_class",
     bandwidth_um=30.0,
     n_perms=200,

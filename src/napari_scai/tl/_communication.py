@@ -293,8 +293,8 @@ def _expression(adata: Any, layer: str | None, where: str):
 
 def communication(
     data: Any,
-    table: str = "rna",
     *,
+    table: str = "rna",
     groupby: str | None = None,
     pairs: Any = None,
     bandwidth_um: float | None = None,
@@ -681,9 +681,9 @@ def _write(data, adata, is_sdata, key, report, layers, names, W, groupby) -> Non
 
 def communication_edges(
     data: Any,
+    *,
     interaction: str,
     table: str = "rna",
-    *,
     key_added: str = "scai_communication",
     top: int | None = 500,
     spatial_key: str = "spatial",

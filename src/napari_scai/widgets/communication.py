@@ -333,7 +333,7 @@ class CommunicationWidget(QWidget):
         send, recv = pair_activity(self._sdata, interaction, self._table, key_added=self.key_added)
         show_pair_maps(self.viewer, layer, send, recv, pair=interaction)
         edges = communication_edges(
-            self._sdata, interaction, self._table, key_added=self.key_added, top=None
+            self._sdata, interaction=interaction, table=self._table, key_added=self.key_added, top=None
         )
         show_flows(
             self.viewer,
