@@ -670,12 +670,18 @@ def spot_marker_layer(
     if name in viewer.layers:
         layer = viewer.layers[name]
         layer.data = data
+        layer.units = spots_layer.units
         layer.size = size if len(size) else 1
         for k, v in kwargs.items():
             setattr(layer, k, v)
     else:
         layer = viewer.add_points(
-            data, name=name, size=size if len(size) else 1, opacity=1.0, **kwargs
+            data,
+            name=name,
+            size=size if len(size) else 1,
+            opacity=1.0,
+            units=spots_layer.units,  # one unit for all layers: napari's scale bar keeps µm
+            **kwargs,
         )
     layer.metadata["point_index"] = idx
     layer.metadata["source_layer"] = spots_layer.name
@@ -690,6 +696,7 @@ def contour_layer(
     *,
     edge_width: float,
     hidden: Iterable[Hashable] = (),
+    units: Any = None,
 ):
     """Add (or replace) a Shapes layer of path outlines, one colour per domain.
 
@@ -710,6 +717,7 @@ def contour_layer(
         edge_width=edge_width,
         face_color="transparent",
         opacity=1.0,
+        units=units,  # the spots layer's, so the scale bar keeps its unit
     )
     if paths:
         edge = hex_to_rgba([colors.get(d, MISSING_COLOR) for d in domains])

@@ -361,6 +361,7 @@ class AnnotateWidget(QWidget):
         layer = self.viewer.add_shapes(
             name=name,
             ndim=2,
+            units=self.spots.units,  # same units as the spots: the scale bar keeps its µm
             edge_width=self._edge_width(),
             features=pd.DataFrame(
                 {"poly_id": np.array([], dtype=np.int64), "class": np.array([], dtype=object)}
