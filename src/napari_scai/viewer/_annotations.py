@@ -189,30 +189,27 @@ def compute_labels(state: AnnotationState, yx: np.ndarray) -> np.ndarray:
 
 
 def _apply_steps(values: np.ndarray, steps: Sequence[Step], yx: np.ndarray) -> np.ndarray:
-    """``values`` (labels so far) with ``steps`` applied in order; returns a new array."""
-    from anndata import AnnData
+    """``values`` (labels so far) with ``steps`` applied in order; returns a new array.
 
-    from napari_scai.tl import annotate_from_shapes
+    A run of polygon steps is one :func:`napari_scai.tl.points_in_polygons` pass (the later
+    polygon wins where they overlap, as in :func:`napari_scai.tl.annotate_from_shapes`);
+    spot steps overwrite their spots. Cost: the steps given, over the spots, nothing else.
+    """
+    from napari_scai.tl import points_in_polygons
+    from napari_scai.tl._annotate import _shapes_to_geometries
 
     n = len(yx)
     values = values.copy()
     xy = yx[:, ::-1]
-    scratch = AnnData(obs=pd.DataFrame(index=pd.RangeIndex(n).astype(str)))
     for is_polygon, group in itertools.groupby(steps, key=lambda s: isinstance(s, PolygonStep)):
         group = list(group)
         if is_polygon:
-            present = [v for v in dict.fromkeys(values) if v is not None]
-            scratch.obs["label"] = pd.Categorical(values, categories=present)
-            col = annotate_from_shapes(
-                scratch,
-                [p.yx[:, ::-1] for p in group],
-                classes=[p.cls for p in group],
-                key="label",
-                coords=xy,
-                overwrite=False,
+            geoms, cls, _ = _shapes_to_geometries(
+                [p.yx[:, ::-1] for p in group], [p.cls for p in group]
             )
-            out = col.astype(object).to_numpy()
-            values = np.where(pd.isna(out), None, out).astype(object)
+            owner = points_in_polygons(xy, geoms)
+            hit = owner >= 0
+            values[hit] = np.asarray(cls, dtype=object)[owner[hit]]
         else:
             for s in group:
                 ok = s.points < n
