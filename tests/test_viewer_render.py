@@ -8,6 +8,15 @@ from matplotlib.colors import to_rgb
 
 from tests._screen import canvas_shot, show_and_settle, world_to_screen
 
+
+@pytest.fixture
+def dlpfc_sdata(dlpfc_sdata_session):
+    """A private copy of the session's DLPFC (0.6 s, against ~9 s to read the sample again)."""
+    import spatialdata as sd
+
+    return sd.deepcopy(dlpfc_sdata_session)
+
+
 TOL = 12  # RGB levels (0-255) between the rendered and the expected colour
 
 
