@@ -131,3 +131,23 @@ def test_csv_and_geojson_round_trip_without_qt(section, tmp_path):
     with pytest.raises(ValueError, match="class"):
         state_with_geojson(AnnotationState(), gdf, matrix)
     assert state_with_geojson(AnnotationState(), gdf, matrix, cls="y").polygons[0].cls == "y"
+
+
+def test_each_dock_in_its_own_module_and_no_widget_writes_a_store():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    import napari_scai
+
+    root = Path(napari_scai.__file__).parent
+    manifest = yaml.safe_load((root / "napari.yaml").read_text())["contributions"]
+    by_id = {c["id"]: c["python_name"] for c in manifest["commands"]}
+    modules = [by_id[w["command"]].split(":")[0] for w in manifest["widgets"]]
+    assert len(modules) == len(set(modules)), modules  # one dock per module
+    assert "napari_scai.widgets.compare" not in modules  # Compare is a tab, not a dock
+    for path in (root / "widgets").glob("*.py"):
+        src = path.read_text()
+        # stores are written by napari_scai.io only (io.update / io.write)
+        assert not re.search(r"\.write\(|write_element|import zarr|to_zarr|\.to_csv\(", src), path

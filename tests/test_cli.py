@@ -68,6 +68,7 @@ def test_bad_path_is_one_clear_line():
 
 def test_view_opens_sample_with_docks(qtbot):
     viewer = open_viewer([], sample="dlpfc_151673", show=False)
+    qtbot.wait(50)  # let the docks' deferred set-up run, as napari's event loop would
     try:
         names = [ly.name for ly in viewer.layers]
         assert names[:2] == ["dlpfc_151673_lowres_image", "dlpfc_151673_spots"]

@@ -22,7 +22,13 @@ def test_sample_spots_sit_on_tissue(make_napari_viewer, qtbot):
     points, image = _spots_and_image(viewer)
     assert points.name == "dlpfc_151673_spots" and image.name == "dlpfc_151673_lowres_image"
     assert len(points.data) == 3639
-    np.testing.assert_allclose(points.size, 96.40082438014726)  # diameter, full-res px
+    # diameter: 96.4 full-res px, drawn in microns (0.7261 µm/px from the Visium lattice)
+    from napari_scai.datasets import dlpfc_151673
+    from napari_scai.viewer._scale import microns_per_pixel
+
+    um_per_px = microns_per_pixel(dlpfc_151673())
+    assert 0.72 < um_per_px < 0.73
+    np.testing.assert_allclose(points.size, 96.40082438014726 * um_per_px)
     assert "layer_manual" in points.features.columns
     viewer.reset_view()
     show_and_settle(viewer, qtbot)

@@ -22,6 +22,14 @@ from napari_scai.viewer import (
 from napari_scai.viewer._synthetic import synthetic_cells
 
 
+@pytest.fixture
+def dlpfc_sdata(dlpfc_sdata_session):
+    """A private copy of the session's DLPFC (0.6 s, against ~9 s to read the sample again)."""
+    import spatialdata as sd
+
+    return sd.deepcopy(dlpfc_sdata_session)
+
+
 def _rna(sdata):
     return sdata.tables["rna"]
 

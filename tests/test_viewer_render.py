@@ -8,6 +8,15 @@ from matplotlib.colors import to_rgb
 
 from tests._screen import canvas_shot, show_and_settle, world_to_screen
 
+
+@pytest.fixture
+def dlpfc_sdata(dlpfc_sdata_session):
+    """A private copy of the session's DLPFC (0.6 s, against ~9 s to read the sample again)."""
+    import spatialdata as sd
+
+    return sd.deepcopy(dlpfc_sdata_session)
+
+
 TOL = 12  # RGB levels (0-255) between the rendered and the expected colour
 
 
@@ -159,3 +168,12 @@ def test_scale_bar_reads_micrometres(make_napari_viewer, qtbot, dlpfc_sdata):
 
     d, _ = cKDTree(points.data).query(points.data, k=2)
     assert np.median(d[:, 1]) * viewer.camera.zoom == pytest.approx(100.0, rel=0.01)
+    # the docks' own layers (annotation shapes, domain outlines) keep one unit for all
+    from napari_scai.widgets.annotate import AnnotateWidget
+
+    dock = AnnotateWidget(viewer)
+    dock.compare.draw_boundaries("layer_manual")
+    assert len(viewer.layers) >= 4
+    assert viewer.layers.units is not None and all(
+        str(u) == "micrometer" for u in viewer.layers.units
+    )

@@ -31,13 +31,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from napari_scai.tl._integrate import integrate
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
 import napari_scai.io
 from napari_scai import metrics, pl
 from napari_scai.preprocess import prepare_modality
-from napari_scai.tl._integrate import integrate
 
 
 def shared_data() -> Path:

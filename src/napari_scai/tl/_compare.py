@@ -23,7 +23,7 @@ from napari_scai.tl._annotate import _category_colors, _default_palette
 from napari_scai.tl._api import copy_data, deprecated_call
 
 if TYPE_CHECKING:
-    from anndata import AnnData
+    pass
 
 __all__ = ["CompareReport", "compare", "disagreement", "rename_by_matching"]
 

@@ -189,30 +189,27 @@ def compute_labels(state: AnnotationState, yx: np.ndarray) -> np.ndarray:
 
 
 def _apply_steps(values: np.ndarray, steps: Sequence[Step], yx: np.ndarray) -> np.ndarray:
-    """``values`` (labels so far) with ``steps`` applied in order; returns a new array."""
-    from anndata import AnnData
+    """``values`` (labels so far) with ``steps`` applied in order; returns a new array.
 
-    from napari_scai.tl import annotate_from_shapes
+    A run of polygon steps is one :func:`napari_scai.tl.points_in_polygons` pass (the later
+    polygon wins where they overlap, as in :func:`napari_scai.tl.annotate_from_shapes`);
+    spot steps overwrite their spots. Cost: the steps given, over the spots, nothing else.
+    """
+    from napari_scai.tl import points_in_polygons
+    from napari_scai.tl._annotate import _shapes_to_geometries
 
     n = len(yx)
     values = values.copy()
     xy = yx[:, ::-1]
-    scratch = AnnData(obs=pd.DataFrame(index=pd.RangeIndex(n).astype(str)))
     for is_polygon, group in itertools.groupby(steps, key=lambda s: isinstance(s, PolygonStep)):
         group = list(group)
         if is_polygon:
-            present = [v for v in dict.fromkeys(values) if v is not None]
-            scratch.obs["label"] = pd.Categorical(values, categories=present)
-            annotate_from_shapes(
-                scratch,
-                shapes=[p.yx[:, ::-1] for p in group],
-                classes=[p.cls for p in group],
-                key_added="label",
-                coords=xy,
-                overwrite=False,
+            geoms, cls, _ = _shapes_to_geometries(
+                [p.yx[:, ::-1] for p in group], [p.cls for p in group]
             )
-            out = scratch.obs["label"].astype(object).to_numpy()
-            values = np.where(pd.isna(out), None, out).astype(object)
+            owner = points_in_polygons(xy, geoms)
+            hit = owner >= 0
+            values[hit] = np.asarray(cls, dtype=object)[owner[hit]]
         else:
             for s in group:
                 ok = s.points < n
@@ -671,12 +668,18 @@ def spot_marker_layer(
     if name in viewer.layers:
         layer = viewer.layers[name]
         layer.data = data
+        layer.units = spots_layer.units
         layer.size = size if len(size) else 1
         for k, v in kwargs.items():
             setattr(layer, k, v)
     else:
         layer = viewer.add_points(
-            data, name=name, size=size if len(size) else 1, opacity=1.0, **kwargs
+            data,
+            name=name,
+            size=size if len(size) else 1,
+            opacity=1.0,
+            units=spots_layer.units,  # one unit for all layers: napari's scale bar keeps µm
+            **kwargs,
         )
     layer.metadata["point_index"] = idx
     layer.metadata["source_layer"] = spots_layer.name
@@ -691,6 +694,7 @@ def contour_layer(
     *,
     edge_width: float,
     hidden: Iterable[Hashable] = (),
+    units: Any = None,
 ):
     """Add (or replace) a Shapes layer of path outlines, one colour per domain.
 
@@ -711,6 +715,7 @@ def contour_layer(
         edge_width=edge_width,
         face_color="transparent",
         opacity=1.0,
+        units=units,  # the spots layer's, so the scale bar keeps its unit
     )
     if paths:
         edge = hex_to_rgba([colors.get(d, MISSING_COLOR) for d in domains])

@@ -76,9 +76,12 @@ def fix_dock_title(widget) -> None:
     """
     from qtpy.QtWidgets import QDockWidget
 
-    parent = widget.parent()
-    while parent is not None and not isinstance(parent, QDockWidget):
-        parent = parent.parent()
+    try:
+        parent = widget.parent()
+        while parent is not None and not isinstance(parent, QDockWidget):
+            parent = parent.parent()
+    except RuntimeError:  # the Qt object is gone (viewer closed): nothing to fix
+        return
     if parent is None:
         return
     title = parent.windowTitle()

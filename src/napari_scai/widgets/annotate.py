@@ -262,7 +262,11 @@ class AnnotateWidget(QWidget):
         self.viewer.layers.events.removed.connect(self.refresh_layers)
         self.refresh_layers()
         # napari docks us after __init__: fix the dock's tab title once the loop runs again
-        QTimer.singleShot(0, lambda: fix_dock_title(self))
+        # (a child timer: it dies with the widget, never fires on a deleted one)
+        self._title_timer = QTimer(self)
+        self._title_timer.setSingleShot(True)
+        self._title_timer.timeout.connect(lambda: fix_dock_title(self))
+        self._title_timer.start(0)
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override
         fix_dock_title(self)
@@ -361,6 +365,7 @@ class AnnotateWidget(QWidget):
         layer = self.viewer.add_shapes(
             name=name,
             ndim=2,
+            units=self.spots.units,  # same units as the spots: the scale bar keeps its µm
             edge_width=self._edge_width(),
             features=pd.DataFrame(
                 {"poly_id": np.array([], dtype=np.int64), "class": np.array([], dtype=object)}

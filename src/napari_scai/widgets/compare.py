@@ -403,7 +403,12 @@ class CompareWidget(QWidget):
         colors = dict(zip(style.categories, style.category_colors, strict=True))
         name = f"{self.layer.name} boundaries"
         layer = contour_layer(
-            self.viewer, name, contours, colors, edge_width=0.3 * spot_size(self.layer)
+            self.viewer,
+            name,
+            contours,
+            colors,
+            edge_width=0.3 * spot_size(self.layer),
+            units=self.layer.units,
         )
         layer.metadata["key"] = key
         self.domain_list.blockSignals(True)

@@ -376,7 +376,7 @@ class DomainsWidget(QWidget):
             visible=False,
             features=layer.features[["id"]].copy(),
             metadata={**layer.metadata, "scai": _derived_source(layer.metadata["scai"])},
-            **{k: getattr(layer, k) for k in ("scale", "translate")},
+            **{k: getattr(layer, k) for k in ("scale", "translate", "units")},
         )
         recolor(conf, f"{key}_confidence", limits=(0.0, 1.0), colormap="magma")
 
