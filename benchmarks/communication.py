@@ -202,7 +202,7 @@ def planted(args) -> None:
         )
         t_ours = time.perf_counter() - t
         b = _normalised(a)
-        lv, t_liana = run_liana(b, pairs, 25.0, args.n_perms)
+        lv, t_liana = run_liana(b, pairs, 25.0, args.liana_perms)
         sq_df, t_sq, _ = run_squidpy(b, pairs, "cell_type", args.n_perms)
         key = truth.assign(interaction=truth["ligand"] + "^" + truth["receptor"])
         df = key.merge(rep.pairs[["interaction", "statistic", "fdr"]], on="interaction")
@@ -238,7 +238,7 @@ def planted(args) -> None:
             }
         )
         print(pd.DataFrame(rows[-5:]).to_string(index=False), flush=True)
-    _store("planted", {"rows": rows, "n_perms": args.n_perms})
+    _store("planted", {"rows": rows, "n_perms": args.n_perms, "liana_perms": args.liana_perms})
 
 
 def _compare_real(name, a_for_ours, b_peers, cluster_key, bandwidth_units, bw_um, args, data=None):
@@ -273,10 +273,12 @@ def _compare_real(name, a_for_ours, b_peers, cluster_key, bandwidth_units, bw_um
         "bandwidth_um": rep.params["bandwidth_um"],
         "n_perms": args.n_perms,
     }
-    ours = rep.pairs.assign(key=peer_pairs["ligand"] + "^" + peer_pairs["receptor"])
+    # squidpy upper-cases gene names: match pairs case-insensitively
+    ours = rep.pairs.assign(key=(peer_pairs["ligand"] + "^" + peer_pairs["receptor"]).str.upper())
     if not args.skip_liana:
         lv, t_liana = run_liana(b_peers, peer_pairs, bandwidth_units, args.liana_perms)
-        m = ours.merge(lv, left_on="key", right_on="interaction", suffixes=("", "_liana"))
+        lv["key"] = lv["interaction"].str.upper()
+        m = ours.merge(lv, on="key", suffixes=("", "_liana"))
         out.update(
             liana_s=t_liana,
             liana_perms=args.liana_perms,
@@ -289,7 +291,8 @@ def _compare_real(name, a_for_ours, b_peers, cluster_key, bandwidth_units, bw_um
         )
     if not args.skip_squidpy:
         sq_df, t_sq, _ = run_squidpy(b_peers, peer_pairs, cluster_key, args.n_perms)
-        m = ours.merge(sq_df, left_on="key", right_on="interaction", suffixes=("", "_sq"))
+        sq_df["key"] = sq_df["interaction"].str.upper()
+        m = ours.merge(sq_df, on="key", suffixes=("", "_sq"))
         out.update(
             squidpy_s=t_sq,
             squidpy_pairs=len(sq_df),
@@ -463,7 +466,7 @@ def render() -> None:
         e = d["env"]
         parts += [
             f"### Planted simulation (3,000 cells; 5 planted, 25 null, 10 decoy pairs; "
-            f"{d['n_perms']} permutations)",
+            f"{d['n_perms']} permutations; liana {d.get('liana_perms', d['n_perms'])})",
             f"{e['device']}; {e['date']}; commit {e['commit']}.",
             "",
         ]

@@ -37,6 +37,7 @@ matrix anywhere). The signal sent by ``i`` to ``j`` for one pair is ``w_ij l_i r
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -326,6 +327,19 @@ def _torch_csr(W: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     )
 
 
+@contextlib.contextmanager
+def _single_thread_on(device: torch.device):
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _perm_index(
     b: int,
     seed: int,
@@ -463,12 +477,15 @@ def communication_scores(
     Sthr_all = S - 1e-5 * S.abs() - 1e-12  # ties (and rounding) count as >= observed
 
     def perms(b0: int, b1: int) -> torch.Tensor:
-        return torch.stack(
-            [
-                _perm_index(b, seed, proj_sorted, order_t, design.tile_um, design.random_offset)
-                for b in range(b0, b1)
-            ]
-        )  # (b, N)
+        # per-permutation ops are small: on CPU run them single-threaded (with several
+        # OpenMP threads on a busy machine a 10k-element gather took 100x longer)
+        with _single_thread_on(device):
+            return torch.stack(
+                [
+                    _perm_index(b, seed, proj_sorted, order_t, design.tile_um, design.random_offset)
+                    for b in range(b0, b1)
+                ]
+            )  # (b, N)
 
     def add_global(p0: int, p1: int, Sp: torch.Tensor) -> None:  # Sp: (p, b)
         sum1[p0:p1] += Sp.sum(dim=1)
