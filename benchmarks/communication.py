@@ -565,6 +565,13 @@ def render() -> None:
             "",
             "COMMOT 0.0.3 (`np.Inf` patched to `np.inf` for NumPy 2), CellChat pairs present in "
             f"1% of spots, `dis_thr=350` px: {d.get('status')}"
+            + (
+                " (pip cannot install it next to numpy 2 / pandas 2: its dependency karateclub "
+                "pins numpy<1.23 and pandas<=1.3.5; shared/README: at defaults it did not "
+                "finish a 6,400-cell run in 10 minutes and builds a dense distance matrix)"
+                if not d.get("installed")
+                else ""
+            )
             + (f", {d['seconds']:.0f} s for {d.get('n_pairs')} pairs" if "seconds" in d else "")
             + ".\n",
         ]
