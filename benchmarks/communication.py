@@ -242,6 +242,8 @@ def planted(args) -> None:
 
 
 def _compare_real(name, a_for_ours, b_peers, cluster_key, bandwidth_units, bw_um, args, data=None):
+    import torch  # noqa: F401  (imported before the clock starts, as the peers' packages are)
+
     from napari_scai.tl import communication
 
     with PeakRSS() as mem:
