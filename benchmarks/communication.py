@@ -577,6 +577,18 @@ def render() -> None:
             + (f", {d['seconds']:.0f} s for {d.get('n_pairs')} pairs" if "seconds" in d else "")
             + ".\n",
         ]
+    parts += [
+        "### GPU: 1M cells x 1,000 pairs x 1,000 permutations",
+        "",
+        "**Missing**: no GPU in this session. `python benchmarks/gpu/communication.py` "
+        "(defaults: 1M cells, 1,000 pairs, 1,000 permutations, CUDA; writes "
+        "`$OUT/communication.{json,md}` with time and peak GPU memory) ran on CPU at small "
+        "size only:",
+        "",
+    ]
+    gpu_small = HERE / "results" / "communication_gpu_script_cpu.md"
+    if gpu_small.exists():
+        parts.append(gpu_small.read_text())
     parts.append(END)
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     block = "\n".join(parts)
