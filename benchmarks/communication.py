@@ -320,7 +320,7 @@ def dlpfc(args) -> None:
     sdata = dlpfc_151673()
     t = sdata.tables["rna"]
     b = _normalised(t)
-    b.var_names = pd.Index(t.var["gene_ids"].astype(str))  # peers see the same (ID) names
+    b.var_names = pd.Index(t.var["gene_ids"].astype(str).to_numpy())  # same (ID) names
     b.obs["layer_manual"] = t.obs["layer_manual"].astype(str).astype("category")
     t.obs["layer_str"] = b.obs["layer_manual"]
     px_per_um = next(iter(t.uns["spatial"].values()))["scalefactors"]["spot_diameter_fullres"] / 55
@@ -536,6 +536,8 @@ def render() -> None:
             )
         parts.append(_table([row], list(row)))
         parts.append("Top 10 (ours): " + ", ".join(d["top10"]) + "\n")
+        if d.get("notes"):
+            parts.append(d["notes"] + "\n")
     if "scale" in data:
         d = data["scale"]
         e = d["env"]
@@ -558,6 +560,8 @@ def render() -> None:
                 ],
             ),
         ]
+        if d.get("notes"):
+            parts.append(d["notes"] + "\n")
     if "commot" in data:
         d = data["commot"]
         e = d["env"]
