@@ -202,7 +202,7 @@ def planted(args) -> None:
         )
         t_ours = time.perf_counter() - t
         b = _normalised(a)
-        lv, t_liana = run_liana(b, pairs, 25.0, args.n_perms)
+        lv, t_liana = run_liana(b, pairs, 25.0, args.liana_perms)
         sq_df, t_sq, _ = run_squidpy(b, pairs, "cell_type", args.n_perms)
         key = truth.assign(interaction=truth["ligand"] + "^" + truth["receptor"])
         df = key.merge(rep.pairs[["interaction", "statistic", "fdr"]], on="interaction")
@@ -238,10 +238,12 @@ def planted(args) -> None:
             }
         )
         print(pd.DataFrame(rows[-5:]).to_string(index=False), flush=True)
-    _store("planted", {"rows": rows, "n_perms": args.n_perms})
+    _store("planted", {"rows": rows, "n_perms": args.n_perms, "liana_perms": args.liana_perms})
 
 
 def _compare_real(name, a_for_ours, b_peers, cluster_key, bandwidth_units, bw_um, args, data=None):
+    import torch  # noqa: F401  (imported before the clock starts, as the peers' packages are)
+
     from napari_scai.tl import communication
 
     with PeakRSS() as mem:
@@ -273,10 +275,12 @@ def _compare_real(name, a_for_ours, b_peers, cluster_key, bandwidth_units, bw_um
         "bandwidth_um": rep.params["bandwidth_um"],
         "n_perms": args.n_perms,
     }
-    ours = rep.pairs.assign(key=peer_pairs["ligand"] + "^" + peer_pairs["receptor"])
+    # squidpy upper-cases gene names: match pairs case-insensitively
+    ours = rep.pairs.assign(key=(peer_pairs["ligand"] + "^" + peer_pairs["receptor"]).str.upper())
     if not args.skip_liana:
         lv, t_liana = run_liana(b_peers, peer_pairs, bandwidth_units, args.liana_perms)
-        m = ours.merge(lv, left_on="key", right_on="interaction", suffixes=("", "_liana"))
+        lv["key"] = lv["interaction"].str.upper()
+        m = ours.merge(lv, on="key", suffixes=("", "_liana"))
         out.update(
             liana_s=t_liana,
             liana_perms=args.liana_perms,
@@ -289,7 +293,8 @@ def _compare_real(name, a_for_ours, b_peers, cluster_key, bandwidth_units, bw_um
         )
     if not args.skip_squidpy:
         sq_df, t_sq, _ = run_squidpy(b_peers, peer_pairs, cluster_key, args.n_perms)
-        m = ours.merge(sq_df, left_on="key", right_on="interaction", suffixes=("", "_sq"))
+        sq_df["key"] = sq_df["interaction"].str.upper()
+        m = ours.merge(sq_df, on="key", suffixes=("", "_sq"))
         out.update(
             squidpy_s=t_sq,
             squidpy_pairs=len(sq_df),
@@ -315,7 +320,7 @@ def dlpfc(args) -> None:
     sdata = dlpfc_151673()
     t = sdata.tables["rna"]
     b = _normalised(t)
-    b.var_names = pd.Index(t.var["gene_ids"].astype(str))  # peers see the same (ID) names
+    b.var_names = pd.Index(t.var["gene_ids"].astype(str).to_numpy())  # same (ID) names
     b.obs["layer_manual"] = t.obs["layer_manual"].astype(str).astype("category")
     t.obs["layer_str"] = b.obs["layer_manual"]
     px_per_um = next(iter(t.uns["spatial"].values()))["scalefactors"]["spot_diameter_fullres"] / 55
@@ -463,7 +468,7 @@ def render() -> None:
         e = d["env"]
         parts += [
             f"### Planted simulation (3,000 cells; 5 planted, 25 null, 10 decoy pairs; "
-            f"{d['n_perms']} permutations)",
+            f"{d['n_perms']} permutations; liana {d.get('liana_perms', d['n_perms'])})",
             f"{e['device']}; {e['date']}; commit {e['commit']}.",
             "",
         ]
@@ -531,6 +536,8 @@ def render() -> None:
             )
         parts.append(_table([row], list(row)))
         parts.append("Top 10 (ours): " + ", ".join(d["top10"]) + "\n")
+        if d.get("notes"):
+            parts.append(d["notes"] + "\n")
     if "scale" in data:
         d = data["scale"]
         e = d["env"]
@@ -553,6 +560,8 @@ def render() -> None:
                 ],
             ),
         ]
+        if d.get("notes"):
+            parts.append(d["notes"] + "\n")
     if "commot" in data:
         d = data["commot"]
         e = d["env"]
@@ -562,9 +571,28 @@ def render() -> None:
             "",
             "COMMOT 0.0.3 (`np.Inf` patched to `np.inf` for NumPy 2), CellChat pairs present in "
             f"1% of spots, `dis_thr=350` px: {d.get('status')}"
+            + (
+                " (pip cannot install it next to numpy 2 / pandas 2: its dependency karateclub "
+                "pins numpy<1.23 and pandas<=1.3.5; shared/README: at defaults it did not "
+                "finish a 6,400-cell run in 10 minutes and builds a dense distance matrix)"
+                if not d.get("installed")
+                else ""
+            )
             + (f", {d['seconds']:.0f} s for {d.get('n_pairs')} pairs" if "seconds" in d else "")
             + ".\n",
         ]
+    parts += [
+        "### GPU: 1M cells x 1,000 pairs x 1,000 permutations",
+        "",
+        "**Missing**: no GPU in this session. `python benchmarks/gpu/communication.py` "
+        "(defaults: 1M cells, 1,000 pairs, 1,000 permutations, CUDA; writes "
+        "`$OUT/communication.{json,md}` with time and peak GPU memory) ran on CPU at small "
+        "size only:",
+        "",
+    ]
+    gpu_small = HERE / "results" / "communication_gpu_script_cpu.md"
+    if gpu_small.exists():
+        parts.append(gpu_small.read_text())
     parts.append(END)
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     block = "\n".join(parts)

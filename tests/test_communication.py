@@ -443,3 +443,19 @@ def test_cuda_matches_cpu():
     p2 = rg.pairs.set_index("interaction").sort_index()
     np.testing.assert_allclose(p1["statistic"], p2["statistic"], rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(p1["pvalue"], p2["pvalue"], atol=0.02)
+
+
+def test_batched_permutation_source_draws_the_reference_permutations():
+    from napari_scai.models.communication import _perm_index, _PermSource
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 1000, (700, 2)) * [2, 1]
+    for random_offset in (True, False):
+        d = null_design(xy, 150.0, random_offset=random_offset)
+        batch = _PermSource(d, 3, torch.device("cpu")).indices(0, 20)
+        proj, order = torch.as_tensor(d.proj[d.order]), torch.as_tensor(d.order)
+        ref = torch.stack([_perm_index(k, 3, proj, order, 150.0, random_offset) for k in range(20)])
+        assert torch.equal(batch, ref)
+        tiles = [d.tiles((0, 0))] if not random_offset else None
+        if tiles:  # every permutation moves values only within a tile
+            assert all((tiles[0][ref[k].numpy()] == tiles[0]).all() for k in range(20))

@@ -187,7 +187,8 @@ def test_cancel_writes_nothing(make_napari_viewer, qtbot, dlpfc_sdata):
     widget.n_perms.setValue(100_000)  # far too long: only Cancel ends it
     widget.device_combo.setCurrentText("cpu")
     widget.run_button.click()
-    qtbot.wait(1500)
+    # cancel once the permutations run (the long part), then it must stop at the next check
+    qtbot.waitUntil(lambda: "permutations" in widget.status.text(), timeout=120_000)
     widget.cancel_button.click()
     qtbot.waitUntil(lambda: widget.run_button.isEnabled(), timeout=120_000)
     assert widget.report is None

@@ -404,7 +404,7 @@ def communication(
     import torch
 
     from napari_scai.lr import complex_expression, match_pairs
-    from napari_scai.models._runtime import Runtime
+    from napari_scai.models._runtime import Runtime, cpu_threads
     from napari_scai.models.communication import (
         TILE_BANDWIDTHS,
         communication_scores,
@@ -473,7 +473,7 @@ def communication(
     design = null_design(coords_um, tile)
     L, R = complex_expression(X, match)
     rt.check()
-    with torch.no_grad():
+    with cpu_threads(adata.n_obs, rt.device), torch.no_grad():
         res = communication_scores(
             L,
             R,
