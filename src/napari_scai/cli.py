@@ -66,6 +66,23 @@ def _run_args_problem(args, sdata) -> str | None:
     """What makes this ``run`` fail at its end (existing --out, unknown columns), or None."""
     if args.out and Path(args.out).exists() and not args.overwrite:
         return f"{args.out} exists. Fix: pass --overwrite, or choose another --out"
+    # ---- integration (issue 10)
+    if getattr(args, "integrate", None):
+        names = [t.strip() for t in args.integrate.split(",") if t.strip()]
+        missing = [t for t in names if t not in sdata.tables]
+        if missing:
+            return (
+                f"--integrate names table(s) {missing} that are not in the data; tables: "
+                f"{list(sdata.tables.keys())}. Fix: pass --integrate with those names"
+            )
+        if args.batch_key and not any(args.batch_key in sdata.tables[t].obs for t in names):
+            return (
+                f"--batch-key {args.batch_key!r} is not an obs column of {names} (columns of "
+                f"{names[0]!r}: {list(sdata.tables[names[0]].obs.columns)}). Fix: name one of those"
+            )
+        if not args.domains and not args.compare:
+            return None
+    # ---- end integration
     if args.table not in sdata.tables:
         return (
             f"table {args.table!r} not found; tables: {list(sdata.tables.keys())}. "
@@ -105,6 +122,27 @@ def cmd_run(args) -> int:
             f"spatial domains ({args.domains}): "
             + ", ".join(f"{k}: {v}" for k, v in counts.items())
         )
+    # ---- integration (issue 10)
+    if args.integrate:
+        from napari_scai.tl import integrate
+
+        names = [t.strip() for t in args.integrate.split(",") if t.strip()]
+        integrate(
+            sdata,
+            tables=names,
+            batch_key=args.batch_key,
+            spatial=args.integrate_spatial,
+            n_clusters=args.integrate_clusters,
+            device=args.device,
+            seed=args.seed,
+        )
+        first = sdata.tables[names[0]]
+        means = ", ".join(f"{t}: {first.obs[f'scai_weight_{t}'].mean():.3f}" for t in names)
+        print(f"integrated {', '.join(names)}: mean modality weights {means}")
+        if args.integrate_clusters:
+            counts = first.obs["scai_joint_cluster"].value_counts().sort_index()
+            print("joint clusters: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    # ---- end integration
     if args.compare:
         from napari_scai.tl import compare
 
@@ -207,6 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="scai_domain",
         help="predicted column for --compare without --domains",
     )
+    # ---- integration (issue 10)
+    run.add_argument(
+        "--integrate",
+        metavar="TABLES",
+        help="integrate these tables (comma-separated, e.g. rna,protein) into one embedding",
+    )
+    run.add_argument("--batch-key", metavar="COL", help="obs column with batches to remove")
+    run.add_argument(
+        "--integrate-clusters", type=int, metavar="K", help="cluster the joint embedding into K"
+    )
+    run.add_argument(
+        "--integrate-spatial", action="store_true", help="use the spatial graph when integrating"
+    )
+    # ---- end integration
     run.add_argument("--device", default="auto", help="auto, cpu or cuda")
     run.add_argument("--seed", type=int, default=0)
     run.set_defaults(func=cmd_run)

@@ -6,6 +6,7 @@
 ``rename_by_matching``     rename predicted domains after their matched reference classes
 ``disagreement``           where a (renamed) prediction and the reference differ
 ``annotate_from_shapes``   polygons -> class per spot/cell (vectorised point-in-polygon)
+``integrate``              multimodal joint embedding + per-cell modality weights (+ clusters)
 =========================  ===========================================================
 """
 
@@ -34,6 +35,7 @@ __all__ = [
     "export_geojson",
     "import_annotation_csv",
     "import_geojson",
+    "integrate",
     "points_in_polygons",
     "rename_by_matching",
     "spatial_domains",
@@ -46,4 +48,8 @@ def __getattr__(name: str) -> Any:
         from napari_scai.tl._domains import spatial_domains
 
         return spatial_domains
+    if name == "integrate":  # multimodal integration (issue 10); pulls in torch
+        from napari_scai.tl._integrate import integrate
+
+        return integrate
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
