@@ -53,9 +53,7 @@ def main(argv=None) -> int:
         integrate({"protein": a}, ("protein",), batch_key="study_name", n_clusters=6,
                   device=args.device, seed=0)  # fmt: skip
         wall = time.perf_counter() - t
-        peak = (
-            torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else 0.0
-        )
+        peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else 0.0
         y = a.obs["scai_joint_cluster"].to_numpy()
         labels.append(y)
         rows.append(
