@@ -343,10 +343,8 @@ def integrate(
         device=rt.device, seed=seed, progress=_progress if progress else None, cancel=cancel
     )
     Z, W, info = train_integration_model(mods, cfg, train_rt, batch=batch)
-    model = info.pop("model")
+    info.pop("model")  # the trained module and inputs are not kept in the tables
     info.pop("inputs")
-    if model_kwargs.get("_debug_store") is not None:
-        model_kwargs["_debug_store"].update(model=model, mods=mods)
     if A is not None:
         from napari_scai.graph import normalize_adjacency
 
