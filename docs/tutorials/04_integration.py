@@ -36,7 +36,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
 import napari_scai.io
-from napari_scai import metrics, pl
+from napari_scai import metrics, pl, tl
 from napari_scai.preprocess import prepare_modality
 
 
@@ -76,7 +76,7 @@ print("isotype background, first cells:", np.round(prot_in.background[:5], 2))
 # `uns['scai_joint_cluster_colors']`, the same ones napari uses).
 
 # %%
-integrate(sdata, ("rna", "protein"), n_clusters=6, device="cpu", seed=0, n_steps=300)
+tl.integrate(sdata, ("rna", "protein"), n_clusters=6, device="cpu", seed=0, n_steps=300)
 rna = sdata.tables["rna"]
 w_prot = rna.obs["scai_weight_protein"].to_numpy()
 rna.obs[["scai_weight_rna", "scai_weight_protein", "scai_joint_cluster"]].head()
@@ -141,5 +141,5 @@ assert np.allclose(w.sum(axis=1), 1.0, atol=1e-5) and (w > 0).all()
 assert rna.obs["scai_joint_cluster"].nunique() == 6
 assert prot_in.excluded == ["IgG1", "IgG2a"]
 assert rna.obsm["X_scai_joint_umap"].shape == (500, 2)
-assert acc_joint > 0.95  # 0.99 measured: the joint space separates CD4 from CD8 T cells
+assert acc_joint > 0.95  # 0.98-0.99 measured: the joint space separates CD4 from CD8 T cells
 assert acc_joint > acc_rna + 0.05  # 0.85 with RNA alone: the proteins sharpen it

@@ -70,6 +70,28 @@ def _run_args_problem(args, sdata) -> str | None:
         return f"{args.out} exists. Fix: pass --overwrite, or choose another --out"
     if getattr(args, "transfer_from", None) and not args.labels:  # --- domains2 (issue 11)
         return "--transfer-from needs --labels COL (the reference's label column)"
+    # ---- integration (issue 10)
+    if getattr(args, "integrate", None):
+        names = [t.strip() for t in args.integrate.split(",") if t.strip()]
+        missing = [t for t in names if t not in sdata.tables]
+        if missing:
+            return (
+                f"--integrate names table(s) {missing} that are not in the data; tables: "
+                f"{list(sdata.tables.keys())}. Fix: pass --integrate with those names"
+            )
+        if args.batch_key and not any(args.batch_key in sdata.tables[t].obs for t in names):
+            return (
+                f"--batch-key {args.batch_key!r} is not an obs column of {names} (columns of "
+                f"{names[0]!r}: {list(sdata.tables[names[0]].obs.columns)}). Fix: name one of those"
+            )
+        if (
+            args.domains is None
+            and not args.compare
+            and not getattr(args, "transfer_from", None)
+            and not getattr(args, "communication", False)
+        ):
+            return None
+    # ---- end integration
     if args.table is None:
         if (
             args.domains is None
@@ -134,6 +156,28 @@ def cmd_run(args) -> int:
         )
     if getattr(args, "transfer_from", None):  # --- domains2 (issue 11)
         _run_transfer(args, sdata)
+
+    # ---- integration (issue 10)
+    if args.integrate:
+        from napari_scai.tl import integrate
+
+        names = [t.strip() for t in args.integrate.split(",") if t.strip()]
+        integrate(
+            sdata,
+            tables=names,
+            batch_key=args.batch_key,
+            spatial=args.integrate_spatial,
+            n_clusters=args.integrate_clusters,
+            device=args.device,
+            seed=args.seed,
+        )
+        first = sdata.tables[names[0]]
+        means = ", ".join(f"{t}: {first.obs[f'scai_weight_{t}'].mean():.3f}" for t in names)
+        print(f"integrated {', '.join(names)}: mean modality weights {means}")
+        if args.integrate_clusters:
+            counts = first.obs["scai_joint_cluster"].value_counts().sort_index()
+            print("joint clusters: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    # ---- end integration
     if args.compare:
         from napari_scai.tl import compare
 
@@ -342,6 +386,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--n-perms", type=int, default=1000, help="permutations (default 1000)")
     # --- end cell-cell communication ---
+
+    # ---- integration (issue 10)
+    run.add_argument(
+        "--integrate",
+        metavar="TABLES",
+        help="integrate these tables (comma-separated, e.g. rna,protein) into one embedding",
+    )
+    run.add_argument("--batch-key", metavar="COL", help="obs column with batches to remove")
+    run.add_argument(
+        "--integrate-clusters", type=int, metavar="K", help="cluster the joint embedding into K"
+    )
+    run.add_argument(
+        "--integrate-spatial", action="store_true", help="use the spatial graph when integrating"
+    )
+    # ---- end integration
     run.add_argument("--device", default="auto", help="auto, cpu or cuda")
     run.add_argument("--seed", type=int, default=0)
     # --- domains2 (issue 11): label transfer

@@ -8,6 +8,8 @@
 ``annotate_from_shapes``   polygons -> class per spot/cell (vectorised point-in-polygon)
 ``transfer_labels``        annotated reference section -> labels + confidence on queries
 ``communication``          spatial ligand–receptor signalling -> ``CommunicationReport``
+
+``integrate``              multimodal joint embedding + per-cell modality weights (+ clusters)
 =========================  ===========================================================
 """
 
@@ -39,6 +41,7 @@ __all__ = [
     "export_geojson",
     "import_annotation_csv",
     "import_geojson",
+    "integrate",
     "points_in_polygons",
     "rename_by_matching",
     "spatial_domains",
@@ -64,4 +67,9 @@ def __getattr__(name: str) -> Any:
 
         return getattr(_communication, name)
     # --- end cell-cell communication ---
+
+    if name == "integrate":  # multimodal integration (issue 10); pulls in torch
+        from napari_scai.tl._integrate import integrate
+
+        return integrate
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
