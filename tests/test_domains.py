@@ -348,3 +348,34 @@ def test_copy_true_returns_a_modified_copy_and_leaves_the_input():
     assert out is not a and "scai_domain" in out.obs and "scai_domain" not in a.obs
     with pytest.raises(TypeError):
         spatial_domains(a, "rna", 3)  # options are keyword-only
+
+
+def test_benchmark_baselines_use_the_gnns_mixture(monkeypatch):
+    """benchmarks/domains.py clusters baselines (a)/(b) with the GMM spatial_domains uses
+    (torch, tied, its default number of restarts), so the comparison is even."""
+    import importlib.util
+    import inspect
+    import sys
+    from pathlib import Path
+
+    import napari_scai.models.cluster as cluster
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    spec = importlib.util.spec_from_file_location("_bench_domains", bench / "domains.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "_bench_domains", mod)
+    spec.loader.exec_module(mod)
+    seen = []
+
+    class Recording(cluster.GaussianMixture):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(cluster, "GaussianMixture", Recording)
+    a = synthetic_section(300, seed=10)
+    labels = mod.run_baseline(a, 0, "cpu", smooth=True)
+    n_init = inspect.signature(spatial_domains).parameters["n_init"].default
+    assert seen and seen[0]["n_init"] == n_init and seen[0]["covariance_type"] == "tied"
+    assert len(labels) == a.n_obs

@@ -8,7 +8,6 @@
 ``annotate_from_shapes``   polygons -> class per spot/cell (vectorised point-in-polygon)
 ``transfer_labels``        annotated reference section -> labels + confidence on queries
 ``communication``          spatial ligand–receptor signalling -> ``CommunicationReport``
-
 ``integrate``              multimodal joint embedding + per-cell modality weights (+ clusters)
 =========================  ===========================================================
 """
