@@ -113,11 +113,15 @@ def test_overlay_widget_docks(make_napari_viewer):
 
 def test_png_goes_to_napari_without_a_question(tmp_path):
     """npe2 offers a PNG, TIFF or CSV only to napari's own reader, so napari never asks."""
+    import npe2
     from napari.components import ViewerModel
-    from napari.plugins import _initialize_plugins, _npe2
+    from napari.plugins import _npe2
     from PIL import Image
 
-    _initialize_plugins()  # what napari does at start-up: discover installed manifests
+    # what napari does at start-up: discover the installed manifests (napari's own included).
+    # Not napari's _initialize_plugins(): a second call in one process re-registers other
+    # plugins' Qt actions and fails on theirs (seen with ome-types in a fresh resolve).
+    npe2.PluginManager.instance().discover()
 
     png = tmp_path / "photo.png"
     Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8)).save(png)
