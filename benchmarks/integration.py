@@ -328,7 +328,7 @@ def section_eccite(device: str) -> str:
 
     sd = io.read(DATA / "citeseq" / "eccite_pbmc_control_citefuse_500cells.h5ad")
     with Timer() as t:
-        integrate(sd, ("rna", "protein"), n_clusters=8, device=device, seed=0)
+        integrate(sd, tables=("rna", "protein"), n_clusters=8, device=device, seed=0)
     ours = sd.tables["rna"].obs["scai_joint_cluster"].to_numpy()
     rows = [{"method": "napari-scai integrate", "ARI vs totalVI clusters": 1.0, "CPU s": t.cpu}]
     import scvi
@@ -364,7 +364,7 @@ def section_dlpfc(device: str) -> str:
         sd = dlpfc_151673()
         histology_table(sd, "rna")
         with Timer() as t:
-            integrate(sd, tables, spatial=True, n_clusters=7, device=device, seed=0)
+            integrate(sd, tables=tables, spatial=True, n_clusters=7, device=device, seed=0)
         r = sd.tables["rna"]
         rows.append(
             {

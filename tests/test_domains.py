@@ -21,8 +21,10 @@ def synthetic_section(n: int = 1200, n_genes: int = 80, k: int = 4, seed: int = 
     """The public generator's section (k curved bands, Poisson markers) with ``obs['truth']``."""
     from napari_scai.datasets import synthetic_section as generate
 
-    a = generate(n, n_genes=n_genes, n_domains=k, seed=seed, as_anndata=True)
-    a.obs["truth"] = a.obs["domain"]
+    # a 100 x 100 square (the scale the guided tests' stroke radii are written in); truth
+    # classes "0" .. "k-1"
+    a = generate(n, n_genes=n_genes, n_domains=k, side=100.0, seed=seed, as_anndata=True)
+    a.obs["truth"] = pd.Categorical(a.obs["domain"].cat.codes.astype(str))
     return a
 
 

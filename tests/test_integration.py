@@ -84,7 +84,7 @@ def test_eccite_through_api_and_cli(tmp_path):
 
     path = shared_path("citeseq", "eccite_pbmc_control_citefuse_500cells.h5ad")
     sdata = io.read(path)
-    integrate(sdata, ("rna", "protein"), n_clusters=6, device="cpu", n_steps=100)
+    integrate(sdata, tables=("rna", "protein"), n_clusters=6, device="cpu", n_steps=100)
     rna = sdata.tables["rna"]
     w = rna.obs[["scai_weight_rna", "scai_weight_protein"]].to_numpy()
     assert np.isfinite(w).all() and np.allclose(w.sum(1), 1.0, atol=1e-5)
@@ -117,7 +117,7 @@ def test_scatac_through_api_and_cli(tmp_path):
     from napari_scai.cli import main
 
     d = _atac_tables()
-    integrate(d, ("atac", "rna"), n_clusters=3, device="cpu", n_steps=100, n_top_genes=300)
+    integrate(d, tables=("atac", "rna"), n_clusters=3, device="cpu", n_steps=100, n_top_genes=300)
     obs = d["atac"].obs
     assert d["atac"].uns["scai_joint_params"]["likelihoods"]["atac"] == "bernoulli"
     assert np.allclose(obs["scai_weight_atac"] + obs["scai_weight_rna"], 1.0, atol=1e-5)

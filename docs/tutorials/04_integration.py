@@ -76,7 +76,7 @@ print("isotype background, first cells:", np.round(prot_in.background[:5], 2))
 # `uns['scai_joint_cluster_colors']`, the same ones napari uses).
 
 # %%
-tl.integrate(sdata, ("rna", "protein"), n_clusters=6, device="cpu", seed=0, n_steps=300)
+tl.integrate(sdata, tables=("rna", "protein"), n_clusters=6, device="cpu", seed=0, n_steps=300)
 rna = sdata.tables["rna"]
 w_prot = rna.obs["scai_weight_protein"].to_numpy()
 rna.obs[["scai_weight_rna", "scai_weight_protein", "scai_joint_cluster"]].head()

@@ -162,8 +162,8 @@ def _plain(v: Any) -> Any:
 
 def integrate(
     data: Any,
-    tables: Sequence[str] = ("rna", "protein"),
     *,
+    tables: Sequence[str] = ("rna", "protein"),
     batch_key: str | None = None,
     spatial: bool = False,
     n_clusters: int | None = None,
@@ -244,6 +244,20 @@ def integrate(
         Tables with different cells (how many and which), an all-zero modality, an unknown
         batch column (``KeyError``), ... All raised before anything is written.
     """
+    import anndata as ad
+
+    if isinstance(data, ad.AnnData):  # one table: the scanpy way, one modality in place
+        options = {k: v for k, v in locals().items() if k not in ("data", "copy", "ad")}
+        options.update(options.pop("model_kwargs", {}))
+        names = [options["tables"]] if isinstance(options["tables"], str) else options["tables"]
+        if len(names) != 1:
+            raise TypeError(
+                f"an AnnData holds one modality, but tables={list(names)}. Fix: pass a "
+                "SpatialData or a dict {name: AnnData} of tables on the same cells"
+            )
+        target = data.copy() if copy else data
+        integrate({names[0]: target}, **options)
+        return target if copy else None
     import scipy.sparse as sp
 
     from napari_scai._colors import palette
