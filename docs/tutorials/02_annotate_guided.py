@@ -20,7 +20,7 @@
 #
 # **Where the outlines come from.** In practice you draw them in napari (see *Drawing in
 # napari* below). So that this notebook runs unattended, it stands in for the annotator by
-# tracing two of the manual cortical layers (L1 and white matter) as outlines, with the same
+# painting two small strokes inside each manual cortical layer (L1-L6 and white matter), with the same
 # code a drawing would go through (`scai.tl.annotate_from_shapes`).
 #
 # **Fast settings**: one model, 1000 genes, 5 mixture restarts
@@ -46,7 +46,7 @@ sdata = scai.datasets.dlpfc_151673()
 rna = sdata.tables["rna"]
 
 # %% [markdown]
-# ## Outline two regions
+# ## Paint a few strokes per region
 #
 # An outline is a polygon in full-resolution pixels (x, y), the spots' own coordinates.
 # Here: the union of discs around the layer's spots, holes filled, simplified, as a hand
@@ -65,8 +65,20 @@ def outline(cls: str) -> shapely.Polygon:
     return shapely.Polygon(largest.exterior).simplify(pitch / 4)
 
 
-polygons = [outline("L1"), outline("WM")]
-classes = ["L1", "WM"]
+# two disc-shaped strokes per layer, 1.5 spot spacings across, centred on random spots of
+# the layer and clipped to its outline (a hand stays inside the region it paints)
+rng = np.random.default_rng(0)
+classes = [str(c) for c in rna.obs["layer_manual"].cat.categories]
+polygons, stroke_classes = [], []
+for cls in classes:
+    inside = outline(cls)
+    spots = xy[(rna.obs["layer_manual"] == cls).to_numpy()]
+    for centre in spots[rng.choice(len(spots), 2, replace=False)]:
+        stroke = shapely.Point(centre).buffer(1.5 * pitch).intersection(inside)
+        if isinstance(stroke, shapely.Polygon) and not stroke.is_empty:
+            polygons.append(stroke)
+            stroke_classes.append(cls)
+palette = dict(zip(classes, rna.uns["layer_manual_colors"], strict=False))
 
 # %% [markdown]
 # Spots whose centre lies inside an outline take its class in `obs['scai_annotation']`; the
@@ -75,10 +87,10 @@ classes = ["L1", "WM"]
 
 # %%
 scai.tl.annotate_from_shapes(
-    sdata, shapes=polygons, classes=classes, colors={"L1": "#f0c808", "WM": "#1f77b4"}
+    sdata, shapes=polygons, classes=stroke_classes, colors=palette
 )
 gdf = scai.tl.annotations_to_geodataframe(
-    polygons, classes=classes, colors={"L1": "#f0c808", "WM": "#1f77b4"}, author="tutorial"
+    polygons, classes=stroke_classes, colors=palette, author="tutorial"
 )
 sdata.shapes["scai_annotations"] = ShapesModel.parse(gdf)
 rna.obs["scai_annotation"].value_counts(dropna=False)
@@ -104,7 +116,7 @@ ax = scai.pl.annotations(sdata, save=OUT / "02_annotations.png")
 # ## Guided spatial domains
 #
 # `annotation_key=` makes the annotated spots anchor the domains: each annotated class is
-# matched to a domain, the other domains are found freely.
+# a domain, and every spot gets one of the painted classes, with a calibrated confidence.
 
 # %%
 scai.tl.spatial_domains(
