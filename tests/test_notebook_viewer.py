@@ -37,7 +37,12 @@ def _toy_store(tmp_path):
     return io.write(sdata, tmp_path / "toy.zarr"), xy
 
 
-def test_show_round_trip_annotation_reaches_obs_and_store(qtbot, tmp_path) -> None:
+def test_show_round_trip_annotation_reaches_obs_and_store(
+    make_napari_viewer, qtbot, tmp_path
+) -> None:
+    # make_napari_viewer (unused) gives this test napari's per-test plugin/app state, so the
+    # real napari.Viewer() that show() opens registers plugins afresh rather than twice over
+    # what earlier tests' viewers registered
     store, xy = _toy_store(tmp_path)
     sdata = io.read(store)  # backed by the store: sdata.path is set
     viewer = scai.viewer.show(sdata, color_by="layer")
