@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import anndata as ad
@@ -99,3 +100,26 @@ def make_synthetic_section(
         )
     a.obs["planted"] = pd.Categorical(a.obs["domain"].cat.codes.astype(str))
     return a
+
+
+class PeakRSS:
+    """Peak resident memory of this process while the block runs (polled every 20 ms)."""
+
+    def __enter__(self):
+        import psutil
+
+        self._p = psutil.Process(os.getpid())
+        self.peak = self._p.memory_info().rss
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._poll, daemon=True)
+        self._t.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._p.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._p.memory_info().rss)

@@ -27,7 +27,6 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -45,27 +44,7 @@ START, END = "<!-- communication:start -->", "<!-- communication:end -->"
 warnings.filterwarnings("ignore")
 
 
-class PeakRSS:
-    """Peak resident memory of this process while the block runs (polled every 20 ms)."""
-
-    def __enter__(self):
-        import psutil
-
-        self._p = psutil.Process(os.getpid())
-        self.peak = self._p.memory_info().rss
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._poll, daemon=True)
-        self._t.start()
-        return self
-
-    def _poll(self):
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._p.memory_info().rss)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self._p.memory_info().rss)
+from _data import PeakRSS  # noqa: E402  (one peak-RSS probe for every benchmark)
 
 
 def _git(*args: str) -> str:

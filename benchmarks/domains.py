@@ -22,7 +22,6 @@ import datetime as dt
 import os
 import platform
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -38,27 +37,7 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 K = 7
 
 
-class PeakRSS:
-    """Peak resident memory of this process while the block runs (polled every 20 ms)."""
-
-    def __enter__(self):
-        import psutil
-
-        self._p = psutil.Process(os.getpid())
-        self.peak = self._p.memory_info().rss
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._poll, daemon=True)
-        self._t.start()
-        return self
-
-    def _poll(self):
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._p.memory_info().rss)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self._p.memory_info().rss)
+from _data import PeakRSS  # noqa: E402  (one peak-RSS probe for every benchmark)
 
 
 def _gpu_reset(device: str) -> None:

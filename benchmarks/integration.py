@@ -33,7 +33,6 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -47,26 +46,7 @@ if not DATA.is_dir():
     DATA = Path("/work/shared/data")
 
 
-class PeakRSS:
-    """Peak resident memory of this process while the block runs (polled every 20 ms)."""
-
-    def __enter__(self):
-        import psutil
-
-        self._p = psutil.Process(os.getpid())
-        self.peak = self._p.memory_info().rss
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._poll, daemon=True)
-        self._t.start()
-        return self
-
-    def _poll(self):
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._p.memory_info().rss)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
+from _data import PeakRSS  # noqa: E402  (one peak-RSS probe for every benchmark)
 
 
 class Timer:
