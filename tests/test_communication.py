@@ -10,6 +10,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.metrics import roc_auc_score
 
+from napari_scai._scale import microns_per_pixel
 from napari_scai.models.communication import (
     bh_from_counts,
     bh_qvalues,
@@ -368,7 +369,11 @@ def test_spatialdata_result_table_zarr_round_trip(tmp_path, dlpfc_sdata):
     rep = communication(sdata, groupby="layer_manual", pairs="cellchatdb", n_perms=49, local=False)
     assert isinstance(rep, CommunicationReport)
     assert rep.params["bandwidth_um"] == 100.0 and rep.params["include_self"]
-    assert abs(rep.params["um_per_unit"] * _spot_px(sub) - 55.0) < 1e-9
+    # the same µm as the viewer's scale bar: the 100 µm lattice (0.7261 µm/px), not 55 µm
+    # per spot_diameter_fullres (0.571 µm/px)
+    assert rep.params["um_per_unit"] == pytest.approx(microns_per_pixel(sdata), rel=1e-9)
+    assert rep.params["um_per_unit"] == pytest.approx(0.7261, rel=0.01)
+    assert _spot_px(sub) * rep.params["um_per_unit"] > 65.0
     assert 5.5 < rep.params["mean_degree"] < 19.5  # self + up to two hex rings
     res = sdata.tables["scai_communication"]
     assert res.shape == (sub.n_obs, len(rep.pairs))

@@ -17,7 +17,7 @@ import napari_scai.pl as pl
 import napari_scai.tl as tl
 from napari_scai.viewer import spots_layer
 
-SPOT_DIAMETER_PX = 110.0  # full-resolution pixels = 55 µm, so 0.5 µm per pixel
+SPOT_DIAMETER_PX = 110.0  # full-resolution pixels; the 200 px pitch = 100 µm: 0.5 µm/px
 
 
 def _section(n_side: int = 14, seed: int = 0):
@@ -123,7 +123,7 @@ def test_spots_true_size_image_under_and_scale_bar(tmp_path) -> None:
     label = bars[0].txt_label.get_text()
     length_um = float(label.split()[0]) * (1000 if label.endswith("mm") else 1)
     bar_px = bars[0].size_bar.get_children()[0].get_width()
-    assert bar_px * 55.0 / SPOT_DIAMETER_PX == pytest.approx(length_um)
+    assert bar_px * 100.0 / 200.0 == pytest.approx(length_um)  # the lattice, not the diameter
     plt.close("all")
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_scai._colors import MISSING_COLOR
+from napari_scai._scale import microns_per_pixel
 from napari_scai.io._common import COORDINATE_SYSTEM
 
 if TYPE_CHECKING:
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from napari_scai.viewer._layers import ColorStyle
-
-#: Diameter of a 10x Visium spot in µm (``spot_diameter_fullres`` pixels).
-VISIUM_SPOT_UM = 55.0
 
 
 @dataclass
@@ -76,19 +74,15 @@ def _get_table(data: Any, table: str):
 
 
 def microns_per_unit(adata: Any, unit_scale: float = 1.0) -> float | None:
-    """Microns per full-resolution pixel from Visium scalefactors (55 µm spot), or ``None``.
+    """Microns per coordinate unit, or ``None`` when unknown.
 
-    ``uns['scai_um_per_px']`` (set by a reader or by hand) wins over the scalefactors.
+    ``uns['scai_um_per_px']`` (set by a reader or by hand) wins; otherwise the Visium lattice
+    (:func:`napari_scai._scale.microns_per_pixel`, the viewer's scale bar uses the same).
     """
     if "scai_um_per_px" in adata.uns:
         return float(adata.uns["scai_um_per_px"]) / unit_scale
-    spatial = adata.uns.get("spatial")
-    if isinstance(spatial, dict):
-        for lib in spatial.values():
-            factors = lib.get("scalefactors", {}) if isinstance(lib, dict) else {}
-            if factors.get("spot_diameter_fullres"):
-                return VISIUM_SPOT_UM / float(factors["spot_diameter_fullres"]) / unit_scale
-    return None
+    um = microns_per_pixel(adata)
+    return None if um is None else um / unit_scale
 
 
 def tissue(

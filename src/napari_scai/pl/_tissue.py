@@ -70,7 +70,7 @@ def spatial(
     legend
         Draw the legend (categories, with counts) or colorbar.
     scale_bar, scale_bar_um
-        Draw a scale bar in µm (Visium: ``spot_diameter_fullres`` pixels = 55 µm); its length
+        Draw a scale bar in µm (Visium: the 100 µm spot lattice, as the viewer); its length
         (default: a round number near a fifth of the width).
     title
         Axes title (default: ``color``).

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from napari_scai._scale import microns_per_pixel
+
 __all__ = ["CommunicationReport", "communication", "communication_edges"]
 
-#: Visium spot diameter in µm (``spot_diameter_fullres`` pixels = 55 µm).
-VISIUM_SPOT_UM = 55.0
 #: Default kernel bandwidth: one spot spacing on Visium, two to three cell diameters otherwise.
 DEFAULT_BANDWIDTH_VISIUM_UM = 100.0
 DEFAULT_BANDWIDTH_CELLS_UM = 30.0
@@ -365,8 +365,11 @@ def communication(
         ``obsm`` key of the coordinates (SpatialData without it: centroids of the annotated
         shapes).
     um_per_unit
-        µm per coordinate unit; default ``55 / spot_diameter_fullres`` for Visium (pixels),
-        else 1 (coordinates in µm).
+        µm per coordinate unit; default for Visium (pixels): the slide's 100 µm spot lattice
+        fitted to ``array_row``/``array_col`` (:func:`napari_scai._scale.microns_per_pixel`,
+        the same scale as the viewer's µm scale bar; 0.726 µm/px on DLPFC 151673), else 1
+        (coordinates in µm). ``spot_diameter_fullres`` is not used as a ruler: Space Ranger
+        pads it (96.4 px is 70 µm on 151673, not 55).
     cutoff_um
         Kernel support (default 2 bandwidths).
     tile_um
@@ -440,10 +443,10 @@ def communication(
             "Fix: pass one of those, or layer=None for X"
         )
     xy = _coordinates(data, adata, is_sdata, spatial_key, where)
-    spot_px = _visium_spot_px(adata)
-    visium = spot_px is not None
+    visium = _visium_spot_px(adata) is not None
     if um_per_unit is None:
-        um_per_unit = VISIUM_SPOT_UM / spot_px if visium else 1.0
+        # the Visium lattice (100 µm pitch), as the viewer's scale bar and pl use it
+        um_per_unit = (microns_per_pixel(adata) or 1.0) if visium else 1.0
     if not float(um_per_unit) > 0:
         raise ValueError(f"um_per_unit must be > 0, got {um_per_unit!r}")
     if bandwidth_um is None:
