@@ -61,8 +61,11 @@ def _env() -> dict:
     except OSError:
         pass
     dirty = bool(_git("status", "--porcelain", "--", "src", "benchmarks/communication.py"))
+    load = os.getloadavg()[0]
+    busy = "other jobs running" if load > 1.5 else "otherwise idle"
     return {
-        "device": f"{cpu}, {os.cpu_count()} cores (2-core shared machine, other helpers running)",
+        "device": f"{cpu}, {os.cpu_count()} cores (shared machine, load average {load:.1f} at "
+        f"start: {busy})",
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _git("rev-parse", "--short", "HEAD") + (" (dirty)" if dirty else " (clean)"),
         "python": platform.python_version(),
@@ -302,7 +305,9 @@ def dlpfc(args) -> None:
     b.var_names = pd.Index(t.var["gene_ids"].astype(str).to_numpy())  # same (ID) names
     b.obs["layer_manual"] = t.obs["layer_manual"].astype(str).astype("category")
     t.obs["layer_str"] = b.obs["layer_manual"]
-    px_per_um = next(iter(t.uns["spatial"].values()))["scalefactors"]["spot_diameter_fullres"] / 55
+    from napari_scai._scale import microns_per_pixel
+
+    px_per_um = 1.0 / microns_per_pixel(t)  # the lattice, as tl.communication uses it
     _compare_real("dlpfc", t, b, "layer_manual", 100.0 * px_per_um, 100.0, args, data=sdata)
 
 
