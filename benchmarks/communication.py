@@ -228,7 +228,7 @@ def _compare_real(name, a_for_ours, b_peers, cluster_key, bandwidth_units, bw_um
 
     from napari_scai.tl import communication
 
-    with PeakRSS() as mem:
+    def ours():
         t = time.perf_counter()
         rep = communication(
             data if data is not None else a_for_ours,
@@ -237,7 +237,10 @@ def _compare_real(name, a_for_ours, b_peers, cluster_key, bandwidth_units, bw_um
             n_perms=args.n_perms,
             seed=0,
         )
-        t_ours = time.perf_counter() - t
+        return rep, time.perf_counter() - t
+
+    with PeakRSS() as mem:
+        rep, t_ours = ours()
     pairs = rep.pairs[["ligand", "receptor", "interaction"]].copy()
     print(f"{name}: ours {t_ours:.1f} s, {len(pairs)} pairs, peak RSS {mem.peak / 2**30:.2f} GiB")
     # peers use symbols of the same genes: map each pair's matched var names
@@ -261,6 +264,19 @@ def _compare_real(name, a_for_ours, b_peers, cluster_key, bandwidth_units, bw_um
     ours = rep.pairs.assign(key=(peer_pairs["ligand"] + "^" + peer_pairs["receptor"]).str.upper())
     if not args.skip_liana:
         lv, t_liana = run_liana(b_peers, peer_pairs, bandwidth_units, args.liana_perms)
+        ours_all, liana_all = [t_ours], [t_liana]
+        for _ in range(args.repeats - 1):  # A B A B: the ratio pair by pair, as load drifts
+            ours_all.append(ours()[1])
+            liana_all.append(run_liana(b_peers, peer_pairs, bandwidth_units, args.liana_perms)[1])
+        ratios = np.asarray(liana_all) / np.asarray(ours_all)
+        t_ours, t_liana = float(np.median(ours_all)), float(np.median(liana_all))
+        out.update(
+            ours_s=t_ours,
+            ours_s_all=ours_all,
+            liana_s_all=liana_all,
+            ratio_min=float(ratios.min()),
+            ratio_median=float(np.median(ratios)),
+        )
         lv["key"] = lv["interaction"].str.upper()
         m = ours.merge(lv, on="key", suffixes=("", "_liana"))
         out.update(
@@ -520,6 +536,16 @@ def render() -> None:
             )
         parts.append(_table([row], list(row)))
         parts.append("Top 10 (ours): " + ", ".join(d["top10"]) + "\n")
+        if len(d.get("ours_s_all", [])) > 1:
+            parts.append(
+                f"ours and liana run {len(d['ours_s_all'])} times in turn (A B A B, medians in "
+                "the table): ours "
+                + ", ".join(f"{x:.1f}" for x in d["ours_s_all"])
+                + " s; liana "
+                + ", ".join(f"{x:.1f}" for x in d["liana_s_all"])
+                + f" s; liana/ours pair by pair: median {d['ratio_median']:.1f}x, "
+                f"min {d['ratio_min']:.1f}x.\n"
+            )
         if d.get("notes"):
             parts.append(d["notes"] + "\n")
     if "scale" in data:
@@ -604,6 +630,9 @@ def main() -> None:
     ap.add_argument("--skip-liana", action="store_true")
     ap.add_argument("--skip-squidpy", action="store_true")
     ap.add_argument("--commot-limit", type=int, default=300)
+    ap.add_argument(
+        "--repeats", type=int, default=1, help="merfish/dlpfc: run ours and liana N times in turn"
+    )
     args = ap.parse_args()
     args.liana_perms = args.liana_perms or args.n_perms
     if args.section == "scale-one":
