@@ -228,7 +228,7 @@ def _compare_real(name, a_for_ours, b_peers, cluster_key, bandwidth_units, bw_um
 
     from napari_scai.tl import communication
 
-    def ours():
+    def run_ours():
         t = time.perf_counter()
         rep = communication(
             data if data is not None else a_for_ours,
@@ -240,7 +240,7 @@ def _compare_real(name, a_for_ours, b_peers, cluster_key, bandwidth_units, bw_um
         return rep, time.perf_counter() - t
 
     with PeakRSS() as mem:
-        rep, t_ours = ours()
+        rep, t_ours = run_ours()
     pairs = rep.pairs[["ligand", "receptor", "interaction"]].copy()
     print(f"{name}: ours {t_ours:.1f} s, {len(pairs)} pairs, peak RSS {mem.peak / 2**30:.2f} GiB")
     # peers use symbols of the same genes: map each pair's matched var names
@@ -266,7 +266,7 @@ def _compare_real(name, a_for_ours, b_peers, cluster_key, bandwidth_units, bw_um
         lv, t_liana = run_liana(b_peers, peer_pairs, bandwidth_units, args.liana_perms)
         ours_all, liana_all = [t_ours], [t_liana]
         for _ in range(args.repeats - 1):  # A B A B: the ratio pair by pair, as load drifts
-            ours_all.append(ours()[1])
+            ours_all.append(run_ours()[1])
             liana_all.append(run_liana(b_peers, peer_pairs, bandwidth_units, args.liana_perms)[1])
         ratios = np.asarray(liana_all) / np.asarray(ours_all)
         t_ours, t_liana = float(np.median(ours_all)), float(np.median(liana_all))
