@@ -135,3 +135,19 @@ def test_dock_status_names_the_member_in_training(widget, qtbot):
     ]
     assert any("training epoch" in t for t in shown)
     assert steps == sorted(steps)  # the bar only moves forward across members
+
+
+def test_cli_run_draws_a_progress_bar_naming_each_member(capsys):
+    """``napari-scai run --domains`` shows a terminal bar that ends at 100% and names every
+    ensemble member while it trains."""
+    from napari_scai.cli import main
+
+    argv = ["run", "--sample", "dlpfc_151673", "--domains", "5", "--epochs", "5"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    frames = captured.err.split("\r")
+    bars = [f for f in frames if f.startswith("spatial domains [")]
+    assert bars and "100%" in bars[-1]
+    for member in ("model 1/3", "model 2/3", "model 3/3"):
+        assert any(member in f for f in bars), member
+    assert "spatial domains (5):" in captured.out
