@@ -13,6 +13,11 @@ torch GMM, tied, 30 k-means++ restarts):
   (b) same PCA 30, then three rounds of averaging over each spot's 7 nearest neighbours in space
       (itself included, row-normalised), then tied GMM.
 Results are appended to benchmarks/RESULTS.md ("Spatial domains").
+
+``--prev-ref REF`` also runs ``spatial_domains`` (its defaults) from the package as it was at
+git commit REF, in a child process per dataset during the same run (timed inside the child,
+so imports and loading are not counted): speed and accuracy of a change against the code
+before it, under the same machine load.
 """
 
 from __future__ import annotations
@@ -178,6 +183,87 @@ def bench_joint(seeds, device):
     ]
 
 
+_PREV_CHILD = r"""
+import json, resource, sys, time
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from _data import load
+from napari_scai.tl import spatial_domains
+a = load(sys.argv[3])
+runs = []
+for seed in json.loads(sys.argv[4]):
+    b = a.copy()
+    t = time.perf_counter()
+    spatial_domains(b, n_domains=int(sys.argv[5]), device=sys.argv[6], seed=seed)
+    runs.append({"seconds": time.perf_counter() - t, "labels": b.obs["scai_domain"].astype(str).tolist()})
+    print(f"  prev seed {seed}: {runs[-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+print("RESULT " + json.dumps({"runs": runs, "peak": peak}))
+"""
+
+
+def export_ref(ref: str) -> tuple[str, Path]:
+    """``src/`` of git commit ``ref`` in a temporary folder; returns (short sha, its src path)."""
+    import io
+    import subprocess
+    import tarfile
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    sha = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", ref],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    blob = subprocess.run(
+        ["git", "-C", str(root), "archive", sha, "src"], capture_output=True, check=True
+    ).stdout
+    out = Path(tempfile.mkdtemp(prefix=f"scai-{sha}-"))
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extractall(out, filter="data")
+    return sha, out / "src"
+
+
+def bench_prev(name, adata, truth_key, seeds, device, ref_sha: str, ref_src: Path) -> dict:
+    """``spatial_domains`` defaults of commit ``ref_sha`` (child process), one row."""
+    import json
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(ref_src))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _PREV_CHILD,
+            str(ref_src),
+            str(Path(__file__).resolve().parent),
+            name,
+            json.dumps(seeds),
+            str(K),
+            device,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"run at {ref_sha} failed:\n{proc.stderr[-3000:]}")
+    res = json.loads(lines[-1][len("RESULT ") :])
+    aris, times = [], []
+    for seed, run in zip(seeds, res["runs"], strict=True):
+        aris.append(ari_on_labelled(adata.obs[truth_key], np.asarray(run["labels"])))
+        times.append(run["seconds"])
+        print(
+            f"  {name:9s} {'GNN at ' + ref_sha:36s} seed {seed}: ARI {aris[-1]:.3f}  "
+            f"{times[-1]:.1f} s",
+            flush=True,
+        )
+    label = f"GNN at {ref_sha} (code and defaults before this change)"
+    return _row(name, label, adata.n_obs, aris, times, [res["peak"]], [None])
+
+
 def _row(dataset, method, n, aris, times, peaks, gpeaks) -> dict:
     """One table row: ARI mean/SD over seeds, mean wall time, peak host and GPU memory."""
     return dict(
@@ -271,6 +357,11 @@ def main(argv=None) -> None:
     p.add_argument("--methods", default="all", help="comma list of: gnn,a,b (default all)")
     p.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
     p.add_argument(
+        "--prev-ref",
+        default=None,
+        help="also run spatial_domains as at this git commit (child process, same run)",
+    )
+    p.add_argument(
         "--results",
         type=Path,
         default=RESULTS,
@@ -310,9 +401,12 @@ def main(argv=None) -> None:
         )
         rows += bench_dataset(f"synthetic-{args.scale}", a, "planted", seeds, device, names)
     else:
+        prev = export_ref(args.prev_ref) if args.prev_ref else None
         for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
             a = load(name)
             rows += bench_dataset(name, a, labels_of(name), seeds, device, names)
+            if prev is not None:
+                rows.append(bench_prev(name, a, labels_of(name), seeds, device, *prev))
     if args.joint:
         rows += bench_joint(seeds, device)
     table = fmt_table(rows, device)
