@@ -709,7 +709,9 @@ def _spatial_domains(
             "n_models": n_models,
         }
         if guided:
-            P, Z, sample, info = _guided(
+            from napari_scai.tl._guided import _guided_mixture  # issue 11, round two
+
+            P, Z, sample, info = _guided_mixture(
                 adatas,
                 codes,
                 names,
@@ -725,7 +727,6 @@ def _spatial_domains(
                 smooth_rounds=smooth_rounds,
                 seed=seed,
                 latent_dim=latent_dim,
-                logit_smooth_rounds=guided_smooth_rounds,
             )
             labels = P.argmax(1)
             conf = P[np.arange(labels.size), labels]
