@@ -181,6 +181,18 @@ def calibrated_semi_supervised_mixture(
     predictions. Returns (probabilities n x C = ``softmax(log_post / T)`` of the full fit,
     info with ``temperature``, ``n_held_out``, ``held_out_accuracy``, ``n_iter``).
     """
+    from threadpoolctl import threadpool_limits
+
+    from napari_scai.models._runtime import SMALL_PROBLEM_ROWS
+
+    # small problems: one BLAS thread (on a busy 2-core machine threaded BLAS spin-waits: the
+    # four fits on DLPFC took 15 s of CPU threaded against 1.3 s single-threaded)
+    limit = 1 if np.shape(Z)[0] < SMALL_PROBLEM_ROWS else None
+    with threadpool_limits(limits=limit):
+        return _calibrated(Z, codes, n_classes, fold, cancel=cancel, **em_kwargs)
+
+
+def _calibrated(Z, codes, n_classes, fold, *, cancel, **em_kwargs):
     log_post, info = semi_supervised_mixture(Z, codes, n_classes, cancel=cancel, **em_kwargs)
     held_lp, held_y = [], []
     for f in np.unique(fold[fold >= 0]):
