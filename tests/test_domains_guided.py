@@ -197,3 +197,45 @@ def test_guided_beats_smoothed_pca_logistic_regression_on_dlpfc_strokes():
     conf = a.obs["scai_domain_confidence"].to_numpy()[score]
     # at these fast settings the confidence still ranks right above wrong calls (0.68 measured)
     assert roc_auc_score(pred[score] == truth[score].astype(str), conf) > 0.62
+
+
+def test_semi_supervised_mixture_uses_unpainted_spots_to_place_the_boundary():
+    """Planted: two Gaussian classes of unequal size; the painted spots sit far out on each
+    class's side, so their midpoint (what a classifier on the painted spots alone learns) cuts
+    the big class; the mixture on all spots moves the boundary to the gap."""
+    from napari_scai.models._guided import calibrated_semi_supervised_mixture
+
+    rng = np.random.default_rng(0)
+    n0, n1 = 1500, 300
+    Z = np.vstack(
+        [rng.normal([0, 0], [1.5, 1.0], (n0, 2)), rng.normal([6, 0], [0.6, 1.0], (n1, 2))]
+    )
+    y = np.r_[np.zeros(n0, int), np.ones(n1, int)]
+    codes = np.full(y.size, -1)
+    far0 = np.nonzero((y == 0) & (Z[:, 0] < -2.0))[0][:20]
+    far1 = np.nonzero((y == 1) & (Z[:, 0] > 6.3))[0][:20]
+    codes[far0], codes[far1] = 0, 1
+    midpoint = (Z[far0, 0].mean() + Z[far1, 0].mean()) / 2
+    acc_mid = ((Z[:, 0] > midpoint).astype(int) == y).mean()
+    fold = np.full(y.size, -1)
+    fold[far0], fold[far1] = np.arange(20) % 3, np.arange(20) % 3
+    P, info = calibrated_semi_supervised_mixture(Z, codes, 2, fold)
+    acc = (P.argmax(1) == y).mean()
+    assert acc > 0.98 and acc > acc_mid + 0.04, (acc, acc_mid)  # 0.99 vs 0.93 measured
+    assert info["n_held_out"] == 40 and info["temperature"] > 0
+    conf = P.max(1)
+    assert roc_auc_score(P.argmax(1) == y, conf) > 0.75
+    P2, _ = calibrated_semi_supervised_mixture(Z, codes, 2, fold)
+    assert np.array_equal(P, P2)  # deterministic
+    with pytest.raises(ValueError, match="every class needs a painted spot"):
+        calibrated_semi_supervised_mixture(Z, np.where(codes == 1, -1, codes), 2, fold)
+
+
+def test_guided_run_is_deterministic_for_a_seed():
+    a = synthetic_section(300, seed=15)
+    a.obs["strokes"] = pd.Categorical(paint_discs(a, seed=5))
+    b = a.copy()
+    spatial_domains(a, annotation_key="strokes", seed=3, **dict(GUIDED_FAST, epochs=20))
+    spatial_domains(b, annotation_key="strokes", seed=3, **dict(GUIDED_FAST, epochs=20))
+    assert list(a.obs["scai_domain"]) == list(b.obs["scai_domain"])
+    assert np.array_equal(a.obs["scai_domain_confidence"], b.obs["scai_domain_confidence"])
