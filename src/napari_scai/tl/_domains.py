@@ -480,11 +480,13 @@ def spatial_domains(
 
     * unsupervised (``annotation_key=None``): tied-covariance GMM with ``n_domains``
       components in torch, optional neighbour-majority refinement; or
-    * guided (``annotation_key`` given): the painted spots train a classification head on the
-      embedding together with the unsupervised terms (semi-supervised); members are
-      cross-fitted (member m does not see the strokes of fold m), the held-out strokes fit a
-      temperature, and every spot gets the most probable annotated class with its calibrated
-      probability as confidence.
+    * guided (``annotation_key`` given): the same unsupervised ensemble embedding, then a
+      semi-supervised tied-covariance Gaussian mixture with one component per annotated
+      class, fitted by EM on all spots with the painted spots' responsibilities clamped to
+      their class (:mod:`napari_scai.models._guided`); a temperature fitted on held-out
+      strokes (3 folds, EM refitted without each) calibrates the posterior, and every spot
+      gets the most probable annotated class with that probability as confidence. Costs one
+      unsupervised run plus four EM fits.
 
     Parameters
     ----------
@@ -535,8 +537,7 @@ def spatial_domains(
         Size of the ensemble: this many models (seeds derived from ``seed``) are trained and
         their standardised embeddings concatenated and reduced by PCA to ``latent_dim`` before
         clustering. Averages out seed-to-seed variation of single models (costs ``n_models``
-        trainings). Guided mode uses the members as cross-fitting folds (>= 2 needed for a
-        calibrated confidence; with 1 the temperature is 1).
+        trainings). Guided mode trains the same ensemble (the strokes do not enter it).
     n_domains_range
         Candidate K (inclusive) when ``n_domains`` is None.
     k_selection
@@ -547,9 +548,8 @@ def spatial_domains(
         embedding before the mixture (and to the class logits in guided mode); the smoothed
         embedding is what ``obsm`` receives.
     guided_smooth_rounds
-        Guided mode: rounds of neighbour averaging of the class logits (3, as the smoothing of
-        baseline (b): domains are spatially contiguous; 3 rounds measured ~0.01 ARI above 1 on
-        a DLPFC development check).
+        Not used by the guided mixture (kept for backward compatibility; recorded in
+        ``uns``). :func:`napari_scai.tl.transfer_labels` has its own, for its class logits.
     graph_kwargs
         Passed to :func:`napari_scai.graph.spatial_graph` (e.g. ``k=``, ``radius=``,
         ``spatial_key=``; the key is also where the tiled path reads coordinates).
@@ -709,7 +709,9 @@ def _spatial_domains(
             "n_models": n_models,
         }
         if guided:
-            P, Z, sample, info = _guided(
+            from napari_scai.tl._guided import _guided_mixture  # issue 11, round two
+
+            P, Z, sample, info = _guided_mixture(
                 adatas,
                 codes,
                 names,
@@ -725,7 +727,6 @@ def _spatial_domains(
                 smooth_rounds=smooth_rounds,
                 seed=seed,
                 latent_dim=latent_dim,
-                logit_smooth_rounds=guided_smooth_rounds,
             )
             labels = P.argmax(1)
             conf = P[np.arange(labels.size), labels]

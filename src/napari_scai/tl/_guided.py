@@ -1,0 +1,99 @@
+"""Guided ``spatial_domains``: the unsupervised embedding + a semi-supervised mixture.
+
+See :mod:`napari_scai.models._guided` for the model and docs/DESIGN-NOTES.md ("Guided domains,
+round two") for the measurements behind it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: Folds of painted strokes used to fit the confidence temperature (independent of n_models).
+N_CALIBRATION_FOLDS = 3
+
+
+def _guided_mixture(
+    adatas: list[Any],
+    codes: np.ndarray,
+    names: list[str],
+    *,
+    rt: Any,
+    layer: str | None,
+    batch_key: str | None,
+    graph: Any,
+    graph_kwargs: dict[str, Any] | None,
+    n_top_genes: int,
+    n_comps: int,
+    cfg: Any,
+    n_models: int,
+    smooth_rounds: int,
+    seed: int,
+    latent_dim: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Train the unsupervised ensemble (as ``spatial_domains`` without annotations), smooth
+    its embedding, then fit the calibrated semi-supervised mixture on it.
+
+    Returns (probabilities n x C, smoothed embedding, sample index, info dict with "graph").
+    """
+    from napari_scai.graph import block_diagonal, normalize_adjacency
+    from napari_scai.models._guided import calibrated_semi_supervised_mixture
+    from napari_scai.tl._domains import (
+        _combine,
+        _cross_fit_folds,
+        _features,
+        _graph_for,
+        _tile_coords,
+        _train_members,
+    )
+
+    rt.report(0, 100, "preprocessing")
+    feats, batch, sample = _features(
+        adatas,
+        layer=layer,
+        batch_key=batch_key,
+        n_top_genes=n_top_genes,
+        n_comps=n_comps,
+        seed=seed,
+        rt=rt,
+    )
+    rt.report(10, 100, "building spatial graph")
+    A = block_diagonal([_graph_for(a, graph, dict(graph_kwargs or {})) for a in adatas])
+    coords = _tile_coords(adatas, (graph_kwargs or {}).get("spatial_key", "spatial"))
+    rt.check()
+    # the strokes do not enter the GNN: the embedding is the unsupervised model's
+    Zs, _, losses = _train_members(
+        feats, A, batch, coords, cfg, rt, seed=seed, n_models=n_models, labels_per_member=None
+    )
+    Z = _combine(Zs, latent_dim, seed)
+    del Zs
+    if smooth_rounds > 0:
+        S = normalize_adjacency(A, self_loops=True, kind="row")
+        for _ in range(int(smooth_rounds)):
+            Z = np.asarray(S @ Z, dtype=np.float32)
+    rt.report(90, 100, "semi-supervised mixture on the annotated classes")
+    fold = _cross_fit_folds(codes, A, coords, N_CALIBRATION_FOLDS, seed)
+    Z_em = Z.astype(np.float64)
+    n_lab = int((codes >= 0).sum())
+    if n_lab < 2 * Z_em.shape[1]:
+        # few painted spots for a D-dim tied covariance: the mixture runs on the top PCs
+        # (a 400-spot section with 26 painted spots: ARI 0.09 in 32 dims, 0.87 in 13)
+        from napari_scai.preprocess import pca
+
+        d = min(Z_em.shape[1], max(len(names), n_lab // 2))
+        Z_em = pca(Z_em, n_comps=d, seed=seed).astype(np.float64)
+    P, em = calibrated_semi_supervised_mixture(Z_em, codes, len(names), fold, cancel=rt.cancel)
+    info = {
+        "guided_model": "semi-supervised tied Gaussian mixture on the unsupervised embedding",
+        "temperature": em["temperature"],
+        "n_labelled": int((codes >= 0).sum()),
+        "n_held_out": em["n_held_out"],
+        "held_out_accuracy": em["held_out_accuracy"],
+        "em_iterations": em["n_iter"],
+        "em_converged": bool(em["converged"]),
+        "em_dims": int(Z_em.shape[1]),
+        "final_loss": losses,
+        "graph": A,
+    }
+    return P.astype(np.float64), Z, sample, info
