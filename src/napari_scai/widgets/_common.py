@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from qtpy.QtCore import QObject, Signal
+
 
 def scai_point_layers(viewer) -> list:
     """Spots/cells layers drawn by napari-scai (they carry ``metadata['scai']`` and a table)."""
@@ -87,3 +89,100 @@ def fix_dock_title(widget) -> None:
     title = parent.windowTitle()
     if "&" in title and "&&" not in title:
         parent.setWindowTitle(qt_text(title))
+
+
+class ProgressRelay(QObject):
+    """Carries progress from the worker thread to the GUI thread (queued signal)."""
+
+    progress = Signal(int, int, str)
+
+
+class SourceLayerChoice:
+    """The dock's choice of a napari-scai spots/cells layer (``layer_combo``).
+
+    Derived layers (a confidence map, a joint-cluster map) are not offered. A dock that mixes
+    this in has ``viewer`` and ``layer_combo`` and implements ``_refresh_tables()``.
+    """
+
+    @property
+    def layer(self):
+        name = self.layer_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def refresh_layers(self, *_args) -> None:
+        layers = scai_point_layers(self.viewer)
+        refill_combo(
+            self.layer_combo,
+            [ly.name for ly in layers if not ly.metadata["scai"].extra.get("derived")],
+        )
+        self._refresh_tables()
+
+
+class ModelRunner:
+    """Run / Cancel / progress wiring shared by the docks that run a model in a worker thread.
+
+    A dock that mixes this in has ``progress`` (QProgressBar), ``status`` (QLabel),
+    ``cancel_button`` and the buttons that start a run (:meth:`_run_buttons`, disabled while
+    one runs), sets ``self._cancel`` to a ``threading.Event`` handed to the model, and
+    implements ``_on_done(result)``. ``task_name`` names the task in error notifications.
+    """
+
+    task_name = "The computation"
+    _cancel = None
+    _succeeded = False
+
+    def _run_buttons(self) -> list:
+        return [self.run_button]
+
+    def _start(self, job, device: str) -> None:
+        """Run ``job()`` off the main thread; its return value goes to ``_on_done``."""
+        from napari.qt.threading import create_worker
+
+        self._succeeded = False
+        # Errors are handled in _on_error (Cancelled included), not re-raised in the GUI thread.
+        self.worker = create_worker(job, _start_thread=False, _ignore_errors=True)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        for button in self._run_buttons():
+            button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)
+        self.status.setText(f"running on {device}…")
+        self.worker.start()
+
+    def cancel(self) -> None:
+        """Ask the running model to stop at its next check."""
+        if self._cancel is not None:
+            self._cancel.set()
+            self.status.setText("cancelling…")
+
+    def _on_progress(self, step: int, total: int, message: str) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(min(step, max(total, 1)))
+        if message:
+            self.status.setText(message)
+
+    def _on_returned(self, result) -> None:
+        self._succeeded = True
+        self._on_done(result)
+
+    def _on_done(self, result) -> None:  # pragma: no cover - every dock overrides it
+        raise NotImplementedError
+
+    def _on_error(self, err: Exception) -> None:
+        from napari_scai.models import Cancelled
+
+        if isinstance(err, Cancelled):
+            self.status.setText("cancelled: nothing was written")
+        else:
+            self.status.setText(f"failed: {err}")
+            notify_error(f"{self.task_name} failed: {err}")
+
+    def _on_finished(self) -> None:
+        for button in self._run_buttons():
+            button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if self._succeeded else 0)
+        self._cancel = None

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -33,16 +33,18 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_scai.widgets._common import notify_error, refill_combo, scai_point_layers
+from napari_scai.widgets._common import (
+    ModelRunner,
+    ProgressRelay,
+    SourceLayerChoice,
+    notify_error,
+    refill_combo,
+)
 from napari_scai.widgets.domains import available_devices
 
 NO_GROUPS = "(none)"
 PAIR_COLUMNS = ["interaction", "statistic", "pvalue", "fdr", "n_local_sig"]
 GROUP_PAIR_COLUMNS = ["interaction", "score", "zscore", "fdr"]
-
-
-class _Relay(QObject):
-    progress = Signal(int, int, str)
 
 
 def _fmt(v: Any) -> str:
@@ -65,8 +67,10 @@ def _fill_table(table: QTableWidget, df: pd.DataFrame, columns: list[str]) -> No
     table.resizeColumnsToContents()
 
 
-class CommunicationWidget(QWidget):
+class CommunicationWidget(QWidget, SourceLayerChoice, ModelRunner):
     """Which ligand–receptor pairs signal, where, and between which groups."""
+
+    task_name = "Cell–cell communication"
 
     key_added = "scai_communication"
 
@@ -150,7 +154,7 @@ class CommunicationWidget(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
 
-        self._relay = _Relay()
+        self._relay = ProgressRelay()
         self._relay.progress.connect(self._on_progress)
         self._cancel: threading.Event | None = None
         self.worker = None
@@ -172,19 +176,6 @@ class CommunicationWidget(QWidget):
         self.refresh_layers()
 
     # --- layer/table selection ------------------------------------------------------------------
-    @property
-    def layer(self):
-        name = self.layer_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
-
-    def refresh_layers(self, *_args) -> None:
-        layers = scai_point_layers(self.viewer)
-        refill_combo(
-            self.layer_combo,
-            [ly.name for ly in layers if not ly.metadata["scai"].extra.get("derived")],
-        )
-        self._refresh_tables()
-
     def _refresh_tables(self, *_args) -> None:
         layer = self.layer
         names: list[str] = []
@@ -232,8 +223,6 @@ class CommunicationWidget(QWidget):
 
     def run(self) -> None:
         """Start ``tl.communication`` in a worker thread (progress bar + Cancel stay responsive)."""
-        from napari.qt.threading import create_worker
-
         from napari_scai.tl._communication import communication
 
         layer = self.layer
@@ -255,27 +244,7 @@ class CommunicationWidget(QWidget):
 
         self.report = None
         self._sdata, self._table = sdata, params["table"]
-        self.worker = create_worker(job, _start_thread=False, _ignore_errors=True)
-        self.worker.returned.connect(self._on_done)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setRange(0, 0)
-        self.status.setText(f"running on {params['device']}…")
-        self.worker.start()
-
-    def cancel(self) -> None:
-        """Ask the computation to stop at its next check."""
-        if self._cancel is not None:
-            self._cancel.set()
-            self.status.setText("cancelling…")
-
-    def _on_progress(self, step: int, total: int, message: str) -> None:
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(step)
-        if message:
-            self.status.setText(message)
+        self._start(job, params["device"])
 
     def _on_done(self, report) -> None:
         self.report = report
@@ -298,22 +267,6 @@ class CommunicationWidget(QWidget):
         if len(report.pairs):
             self.pair_table.selectRow(0)  # draws the top pair
 
-    def _on_error(self, err: Exception) -> None:
-        from napari_scai.models import Cancelled
-
-        if isinstance(err, Cancelled):
-            self.status.setText("cancelled: nothing was written")
-        else:
-            self.status.setText(f"failed: {err}")
-            notify_error(f"Cell–cell communication failed: {err}")
-
-    def _on_finished(self) -> None:
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1 if self.report is not None else 0)
-        self._cancel = None
-
     # --- results ---------------------------------------------------------------------------------
     def _on_pair_selected(self) -> None:
         rows = {i.row() for i in self.pair_table.selectedIndexes()}
@@ -333,7 +286,11 @@ class CommunicationWidget(QWidget):
         send, recv = pair_activity(self._sdata, interaction, self._table, key_added=self.key_added)
         show_pair_maps(self.viewer, layer, send, recv, pair=interaction)
         edges = communication_edges(
-            self._sdata, interaction=interaction, table=self._table, key_added=self.key_added, top=None
+            self._sdata,
+            interaction=interaction,
+            table=self._table,
+            key_added=self.key_added,
+            top=None,
         )
         show_flows(
             self.viewer,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -25,7 +24,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_scai.widgets._common import notify_error, refill_combo, scai_point_layers
+from napari_scai.widgets._common import (
+    ModelRunner,
+    ProgressRelay,
+    SourceLayerChoice,
+    notify_error,
+    refill_combo,
+    scai_point_layers,
+)
 
 #: The column the Annotate dock writes.
 ANNOTATION_COLUMN = "scai_annotation"
@@ -41,14 +47,13 @@ def available_devices() -> list[tuple[str, bool]]:
     return devices
 
 
-class _Relay(QObject):
-    """Carries progress from the worker thread to the GUI thread (queued signal)."""
-
-    progress = Signal(int, int, str)
-
-
-class DomainsWidget(QWidget):
+class DomainsWidget(QWidget, SourceLayerChoice, ModelRunner):
     """Find spatial domains with the GNN and draw them (and their confidence) on the tissue."""
+
+    task_name = "Spatial domains"
+
+    def _run_buttons(self) -> list:
+        return [self.run_button, self.transfer_button]
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
@@ -120,7 +125,7 @@ class DomainsWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
 
-        self._relay = _Relay()
+        self._relay = ProgressRelay()
         self._relay.progress.connect(self._on_progress)
         self._cancel: threading.Event | None = None
         self.worker = None
@@ -138,19 +143,6 @@ class DomainsWidget(QWidget):
         self.refresh_layers()
 
     # --- layer/table selection ------------------------------------------------------------------
-    @property
-    def layer(self):
-        name = self.layer_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
-
-    def refresh_layers(self, *_args) -> None:
-        layers = scai_point_layers(self.viewer)
-        refill_combo(
-            self.layer_combo,
-            [ly.name for ly in layers if not ly.metadata["scai"].extra.get("derived")],
-        )
-        self._refresh_tables()
-
     def _refresh_tables(self, *_args) -> None:
         self.table_combo.clear()
         layer = self.layer
@@ -276,6 +268,7 @@ class DomainsWidget(QWidget):
             return sdata.tables[params["table"]]
 
         self.mode = "guided" if key is not None else "domains"
+        self.result = None
         self._start(job, params["device"])
 
     def transfer(self) -> None:
@@ -313,35 +306,8 @@ class DomainsWidget(QWidget):
             return sdata.tables[table]
 
         self.mode = "transfer"
-        self._start(job, params["device"])
-
-    def _start(self, job, device: str) -> None:
-        from napari.qt.threading import create_worker
-
         self.result = None
-        # Errors are handled in _on_error (Cancelled included), not re-raised in the GUI thread.
-        self.worker = create_worker(job, _start_thread=False, _ignore_errors=True)
-        self.worker.returned.connect(self._on_done)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
-        self.run_button.setEnabled(False)
-        self.transfer_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setRange(0, 0)
-        self.status.setText(f"running on {device}…")
-        self.worker.start()
-
-    def cancel(self) -> None:
-        """Ask the running model to stop at its next check (each epoch)."""
-        if self._cancel is not None:
-            self._cancel.set()
-            self.status.setText("cancelling…")
-
-    def _on_progress(self, step: int, total: int, message: str) -> None:
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(step)
-        if message:
-            self.status.setText(message)
+        self._start(job, params["device"])
 
     def _on_done(self, adata) -> None:
         from napari_scai.viewer import recolor
@@ -379,23 +345,6 @@ class DomainsWidget(QWidget):
             **{k: getattr(layer, k) for k in ("scale", "translate", "units")},
         )
         recolor(conf, f"{key}_confidence", limits=(0.0, 1.0), colormap="magma")
-
-    def _on_error(self, err: Exception) -> None:
-        from napari_scai.models import Cancelled
-
-        if isinstance(err, Cancelled):
-            self.status.setText("cancelled: nothing was written")
-        else:
-            self.status.setText(f"failed: {err}")
-            notify_error(f"Spatial domains failed: {err}")
-
-    def _on_finished(self) -> None:
-        self.run_button.setEnabled(True)
-        self.transfer_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1 if self.result is not None else 0)
-        self._cancel = None
 
 
 def _derived_source(source):

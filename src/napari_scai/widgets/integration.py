@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -35,17 +35,17 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_scai.widgets._common import notify_error, refill_combo, scai_point_layers
+from napari_scai.widgets._common import (
+    ModelRunner,
+    ProgressRelay,
+    notify_error,
+    refill_combo,
+    scai_point_layers,
+)
 from napari_scai.widgets.domains import available_devices
 
 NO_BATCH = "(none)"
 KEY = "scai_joint"
-
-
-class _Relay(QObject):
-    """Carries progress from the worker thread to the GUI thread (queued signal)."""
-
-    progress = Signal(int, int, str)
 
 
 def _weight_prefix(key: str) -> str:
@@ -67,8 +67,10 @@ def _batch_candidates(adata) -> list[str]:
     return out
 
 
-class IntegrationWidget(QWidget):
+class IntegrationWidget(QWidget, ModelRunner):
     """Integrate RNA, protein, ATAC and histology of the same cells into one embedding."""
+
+    task_name = "Integration"
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
@@ -131,7 +133,7 @@ class IntegrationWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
 
-        self._relay = _Relay()
+        self._relay = ProgressRelay()
         self._relay.progress.connect(self._on_progress)
         self._cancel: threading.Event | None = None
         self.worker = None
@@ -291,8 +293,6 @@ class IntegrationWidget(QWidget):
 
     def run(self) -> None:
         """Start the integration in a worker thread (progress bar and Cancel stay responsive)."""
-        from napari.qt.threading import create_worker
-
         from napari_scai.pl._integration import joint_umap
         from napari_scai.preprocess import histology_table
         from napari_scai.tl._integrate import integrate
@@ -332,27 +332,7 @@ class IntegrationWidget(QWidget):
         self._params = params
         self._run_sdata = sdata
         self._spatial_layer = spatial_layer
-        self.worker = create_worker(job, _start_thread=False, _ignore_errors=True)
-        self.worker.returned.connect(self._on_done)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setRange(0, 0)
-        self.status.setText(f"running on {params['device']}…")
-        self.worker.start()
-
-    def cancel(self) -> None:
-        """Ask the running model to stop at its next check."""
-        if self._cancel is not None:
-            self._cancel.set()
-            self.status.setText("cancelling…")
-
-    def _on_progress(self, step: int, total: int, message: str) -> None:
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(min(step, max(total, 1)))
-        if message:
-            self.status.setText(message)
+        self._start(job, params["device"])
 
     # --- drawing ---------------------------------------------------------------------------------
     def _on_done(self, adata) -> None:
@@ -443,22 +423,6 @@ class IntegrationWidget(QWidget):
             out.append(layer)
         self.viewer.reset_view()
         return out
-
-    def _on_error(self, err: Exception) -> None:
-        from napari_scai.models import Cancelled
-
-        if isinstance(err, Cancelled):
-            self.status.setText("cancelled: nothing was written")
-        else:
-            self.status.setText(f"failed: {err}")
-            notify_error(f"Integration failed: {err}")
-
-    def _on_finished(self) -> None:
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1 if self.result is not None else 0)
-        self._cancel = None
 
 
 def _derived_source(source):
