@@ -50,7 +50,7 @@ def main(argv=None) -> int:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
-        integrate({"protein": a}, ("protein",), batch_key="study_name", n_clusters=6,
+        integrate({"protein": a}, tables=("protein",), batch_key="study_name", n_clusters=6,
                   device=args.device, seed=0)  # fmt: skip
         wall = time.perf_counter() - t
         peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else 0.0

@@ -204,8 +204,8 @@ def integrate(
         Use the spatial neighbour graph of the first table (two hops of message passing on the
         encoder inputs; the embedding is also averaged once over neighbours before clustering).
     n_clusters
-        If given, cluster the joint embedding into this many clusters (Gaussian mixture) and
-        write ``obs[f"{key_added}_cluster"]`` with colours in ``uns``.
+        If given, cluster the joint embedding into this many clusters (k-means, k-means++
+        with 10 seeded restarts) and write ``obs[f"{key_added}_cluster"]`` with colours in ``uns``.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     seed
@@ -293,6 +293,10 @@ def integrate(
         )
     batch = _batch_codes(tables, adatas, orders, batch_key) if batch_key else None
     cfg = IntegrationConfig(**model_kwargs)
+    if cfg.fit_single is None:
+        # one table: the encoder is trained only for its spatial message passing; without a
+        # graph the (batch-corrected) features are the embedding
+        cfg.fit_single = bool(spatial)
     rt = Runtime(device=device, seed=seed, progress=progress, cancel=cancel)
     rt.report(0, 100, "preprocessing")
 
@@ -404,6 +408,8 @@ def integrate(
             "steps": info["steps"],
             "batch_size": info["batch_size"],
             "train_seconds": info["train_seconds"],
+            "harmonize_seconds": info["harmonize_seconds"],
+            "harmony_rounds": info["harmony_rounds"],
             "total_seconds": round(time.perf_counter() - t0, 3),
             "final_loss": info["loss_history"][-1] if info["loss_history"] else float("nan"),
             "mean_weights": {t: float(W[:, j].mean()) for j, t in enumerate(tables)},
