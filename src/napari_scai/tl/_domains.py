@@ -199,6 +199,30 @@ def _features(adatas, *, layer, batch_key, n_top_genes, n_comps, seed, rt, genes
     return feats, batch, sample
 
 
+def _model_inputs(
+    adatas, *, layer, batch_key, n_top_genes, n_comps, seed, rt, graph, graph_kwargs, genes=None
+):
+    """Features, batch codes, sample index, block-diagonal graph and tiling coordinates."""
+    from napari_scai.graph import block_diagonal
+
+    rt.report(0, 100, "preprocessing")
+    feats, batch, sample = _features(
+        adatas,
+        layer=layer,
+        batch_key=batch_key,
+        n_top_genes=n_top_genes,
+        n_comps=n_comps,
+        seed=seed,
+        rt=rt,
+        genes=genes,
+    )
+    rt.report(10, 100, "building spatial graph")
+    A = block_diagonal([_graph_for(a, graph, dict(graph_kwargs or {})) for a in adatas])
+    coords = _tile_coords(adatas, (graph_kwargs or {}).get("spatial_key", "spatial"))
+    rt.check()
+    return feats, batch, sample, A, coords
+
+
 def _train_members(feats, A, batch, coords, cfg, rt, *, seed, n_models, labels_per_member):
     """Train the ensemble; return per-member embeddings, per-member logits (or None), losses.
 
@@ -372,10 +396,9 @@ def _guided(
 
     Returns (probabilities n x C, smoothed embedding, graph, sample index, info dict).
     """
-    from napari_scai.graph import block_diagonal, normalize_adjacency
+    from napari_scai.graph import normalize_adjacency
 
-    rt.report(0, 100, "preprocessing")
-    feats, batch, sample = _features(
+    feats, batch, sample, A, coords = _model_inputs(
         adatas,
         layer=layer,
         batch_key=batch_key,
@@ -383,12 +406,10 @@ def _guided(
         n_comps=n_comps,
         seed=seed,
         rt=rt,
+        graph=graph,
+        graph_kwargs=graph_kwargs,
         genes=genes,
     )
-    rt.report(10, 100, "building spatial graph")
-    A = block_diagonal([_graph_for(a, graph, dict(graph_kwargs or {})) for a in adatas])
-    coords = _tile_coords(adatas, (graph_kwargs or {}).get("spatial_key", "spatial"))
-    rt.check()
     n_folds = n_models if n_models >= 2 else 0
     fold = _cross_fit_folds(codes, A, coords, n_folds, seed) if n_folds else np.full(codes.size, -1)
     # member m trains on every labelled node outside fold m; fold m is its held-out set
@@ -638,7 +659,7 @@ def _spatial_domains(
     import anndata as ad
 
     from napari_scai._colors import palette
-    from napari_scai.graph import block_diagonal, graph_stats
+    from napari_scai.graph import graph_stats
     from napari_scai.models._runtime import Runtime
     from napari_scai.models.cluster import (
         GaussianMixture,
@@ -752,8 +773,7 @@ def _spatial_domains(
             rt.report(100, 100, "done")
             return
 
-        rt.report(0, 100, "preprocessing")
-        feats, batch, sample = _features(
+        feats, batch, sample, A, coords = _model_inputs(
             adatas,
             layer=layer,
             batch_key=batch_key,
@@ -761,12 +781,9 @@ def _spatial_domains(
             n_comps=n_comps,
             seed=seed,
             rt=rt,
+            graph=graph,
+            graph_kwargs=graph_kwargs,
         )
-        # ---- graph (block diagonal over samples)
-        rt.report(10, 100, "building spatial graph")
-        A = block_diagonal([_graph_for(a, graph, dict(graph_kwargs or {})) for a in adatas])
-        coords = _tile_coords(adatas, (graph_kwargs or {}).get("spatial_key", "spatial"))
-        rt.check()
         t_train = time.perf_counter()
         Zs, _, losses = _train_members(
             feats, A, batch, coords, cfg, rt, seed=seed, n_models=n_models, labels_per_member=None

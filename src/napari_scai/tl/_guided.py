@@ -37,19 +37,16 @@ def _guided_mixture(
 
     Returns (probabilities n x C, smoothed embedding, sample index, info dict with "graph").
     """
-    from napari_scai.graph import block_diagonal, normalize_adjacency
+    from napari_scai.graph import normalize_adjacency
     from napari_scai.models._guided import calibrated_semi_supervised_mixture
     from napari_scai.tl._domains import (
         _combine,
         _cross_fit_folds,
-        _features,
-        _graph_for,
-        _tile_coords,
+        _model_inputs,
         _train_members,
     )
 
-    rt.report(0, 100, "preprocessing")
-    feats, batch, sample = _features(
+    feats, batch, sample, A, coords = _model_inputs(
         adatas,
         layer=layer,
         batch_key=batch_key,
@@ -57,11 +54,9 @@ def _guided_mixture(
         n_comps=n_comps,
         seed=seed,
         rt=rt,
+        graph=graph,
+        graph_kwargs=graph_kwargs,
     )
-    rt.report(10, 100, "building spatial graph")
-    A = block_diagonal([_graph_for(a, graph, dict(graph_kwargs or {})) for a in adatas])
-    coords = _tile_coords(adatas, (graph_kwargs or {}).get("spatial_key", "spatial"))
-    rt.check()
     # the strokes do not enter the GNN: the embedding is the unsupervised model's
     Zs, _, losses = _train_members(
         feats, A, batch, coords, cfg, rt, seed=seed, n_models=n_models, labels_per_member=None
