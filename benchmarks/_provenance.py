@@ -73,5 +73,26 @@ def provenance_line(cwd: str | Path = ROOT) -> str:
     return provenance(cwd).line()
 
 
+def export_src(ref: str, cwd: str | Path = ROOT) -> tuple[str, Path]:
+    """``src/`` of commit ``ref`` unpacked in a new temporary folder: (short sha, its src).
+
+    For benchmarks that run a previous commit's code next to the current one in the same run.
+    """
+    import io
+    import tarfile
+    import tempfile
+
+    sha = (_git("rev-parse", "--short", ref, cwd=Path(cwd)) or "").strip()
+    if not sha:
+        raise ValueError(f"{ref!r} is not a commit of the repository at {cwd}")
+    blob = subprocess.run(
+        ["git", "archive", sha, "src"], capture_output=True, check=True, cwd=cwd
+    ).stdout
+    out = Path(tempfile.mkdtemp(prefix=f"scai-{sha}-"))
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extractall(out, filter="data")
+    return sha, out / "src"
+
+
 if __name__ == "__main__":
     print(provenance_line())

@@ -36,7 +36,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _data import labels_of, load, make_synthetic_section  # noqa: E402
-from _provenance import provenance_line  # noqa: E402
+from _provenance import export_src, provenance_line  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 K = 7
@@ -199,29 +199,6 @@ for seed in json.loads(sys.argv[4]):
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
 print("RESULT " + json.dumps({"runs": runs, "peak": peak}))
 """
-
-
-def export_ref(ref: str) -> tuple[str, Path]:
-    """``src/`` of git commit ``ref`` in a temporary folder; returns (short sha, its src path)."""
-    import io
-    import subprocess
-    import tarfile
-    import tempfile
-
-    root = Path(__file__).resolve().parents[1]
-    sha = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "--short", ref],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    blob = subprocess.run(
-        ["git", "-C", str(root), "archive", sha, "src"], capture_output=True, check=True
-    ).stdout
-    out = Path(tempfile.mkdtemp(prefix=f"scai-{sha}-"))
-    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-        tar.extractall(out, filter="data")
-    return sha, out / "src"
 
 
 def bench_prev(name, adata, truth_key, seeds, device, ref_sha: str, ref_src: Path) -> dict:
@@ -401,7 +378,7 @@ def main(argv=None) -> None:
         )
         rows += bench_dataset(f"synthetic-{args.scale}", a, "planted", seeds, device, names)
     else:
-        prev = export_ref(args.prev_ref) if args.prev_ref else None
+        prev = export_src(args.prev_ref) if args.prev_ref else None
         for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
             a = load(name)
             rows += bench_dataset(name, a, labels_of(name), seeds, device, names)
