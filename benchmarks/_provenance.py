@@ -73,6 +73,28 @@ def provenance_line(cwd: str | Path = ROOT) -> str:
     return provenance(cwd).line()
 
 
+def machine_line() -> str:
+    """CPU model, cores and the load average now, e.g. for a benchmark header.
+
+    The load says whether other jobs shared the machine; it is measured, never typed.
+    """
+    cpu = "unknown CPU"
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                cpu = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()[0]
+        busy = "other jobs running" if load > 1.5 else "otherwise idle"
+        state = f"load average {load:.1f} at start: {busy}"
+    except OSError:
+        state = "load unknown"
+    return f"{cpu}, {os.cpu_count()} cores ({state})"
+
+
 def export_src(ref: str, cwd: str | Path = ROOT) -> tuple[str, Path]:
     """``src/`` of commit ``ref`` unpacked in a new temporary folder: (short sha, its src).
 

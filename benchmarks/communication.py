@@ -52,20 +52,11 @@ def _git(*args: str) -> str:
 
 
 def _env() -> dict:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from _provenance import machine_line
+
     dirty = bool(_git("status", "--porcelain", "--", "src", "benchmarks/communication.py"))
-    load = os.getloadavg()[0]
-    busy = "other jobs running" if load > 1.5 else "otherwise idle"
     return {
-        "device": f"{cpu}, {os.cpu_count()} cores (shared machine, load average {load:.1f} at "
-        f"start: {busy})",
+        "device": machine_line(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _git("rev-parse", "--short", "HEAD") + (" (dirty)" if dirty else " (clean)"),
         "python": platform.python_version(),

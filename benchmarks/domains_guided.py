@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -264,23 +263,9 @@ def fmt_transfer(rows) -> str:
 
 
 def provenance() -> str:
-    here = Path(__file__).resolve().parent
+    from _provenance import machine_line, provenance_line
 
-    def git(*a):
-        return subprocess.run(["git", *a], capture_output=True, text=True, cwd=here).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-        "unknown CPU",
-    )  # fmt: skip
-    import os
-
-    return (
-        f"commit {commit} ({'dirty' if dirty else 'clean'}); device: {cpu}, {os.cpu_count()} "
-        "cores (2-core shared machine, other helpers' jobs running)"
-    )
+    return f"{provenance_line()}; device: {machine_line()}"
 
 
 def main(argv=None) -> None:

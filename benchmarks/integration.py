@@ -31,7 +31,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,24 +59,11 @@ class Timer:
 
 
 def _header() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    from _provenance import machine_line, provenance_line
+
     return (
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {commit} "
-        f"({'dirty' if dirty else 'clean'}), {cpu}, {os.cpu_count()} cores (2-core shared "
-        f"machine, other helpers' jobs running), python {platform.python_version()}"
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {provenance_line()}, {machine_line()}, "
+        f"python {platform.python_version()}"
     )
 
 

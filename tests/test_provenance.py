@@ -51,7 +51,9 @@ def test_copy_without_git_uses_the_environment(tmp_path, monkeypatch):
     assert provenance(tmp_path).line() == "commit abc1234 (dirty tree, from SCAI_COMMIT)"
 
 
-@pytest.mark.parametrize("name", ["viewer.py", "domains.py", "annotate.py"])
+@pytest.mark.parametrize(
+    "name", ["viewer.py", "domains.py", "annotate.py", "domains_guided.py", "integration.py"]
+)
 def test_benchmark_headers_use_computed_provenance(name):
     text = (ROOT / "benchmarks" / name).read_text()
     assert re.search(r"from _provenance import [\w, ]*\bprovenance_line\b", text)
@@ -73,3 +75,12 @@ def test_export_src_unpacks_that_commit(tmp_path):
     assert got == sha and (src / "m.py").read_text() == "V = 1\n"
     with pytest.raises(ValueError, match="not a commit"):
         export_src("no-such-ref", tmp_path)
+
+
+def test_machine_line_states_the_measured_load(monkeypatch):
+    import _provenance
+
+    monkeypatch.setattr(_provenance.os, "getloadavg", lambda: (7.25, 1.0, 1.0))
+    assert "load average 7.2 at start: other jobs running" in _provenance.machine_line()
+    monkeypatch.setattr(_provenance.os, "getloadavg", lambda: (0.3, 1.0, 1.0))
+    assert "load average 0.3 at start: otherwise idle" in _provenance.machine_line()
