@@ -149,8 +149,8 @@ def semi_supervised_mixture(
     }
 
 
-def _fit_temperature(log_post: np.ndarray, y: np.ndarray) -> float:
-    """T minimising the held-out NLL of ``softmax(log_post / T)``, T in [0.05, 1000]."""
+def fit_temperature(log_post: np.ndarray, y: np.ndarray, t_max: float = 1000.0) -> float:
+    """T minimising the held-out NLL of ``softmax(log_post / T)``, T in [0.05, ``t_max``]."""
     from scipy.optimize import minimize_scalar
 
     if y.size == 0:
@@ -160,7 +160,7 @@ def _fit_temperature(log_post: np.ndarray, y: np.ndarray) -> float:
         lp = log_softmax(log_post / np.exp(log_t), axis=1)
         return float(-lp[np.arange(y.size), y].mean())
 
-    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(1000.0)), method="bounded")
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(t_max)), method="bounded")
     return float(np.exp(res.x))
 
 
@@ -206,7 +206,7 @@ def _calibrated(Z, codes, n_classes, fold, *, cancel, **em_kwargs):
         held_y.append(codes[out])
     if held_y:
         H, Y = np.vstack(held_lp), np.concatenate(held_y)
-        T = _fit_temperature(H, Y)
+        T = fit_temperature(H, Y)
         acc = float((H.argmax(1) == Y).mean())
     else:
         T, acc, Y = 1.0, float("nan"), np.empty(0)

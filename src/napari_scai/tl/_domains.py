@@ -356,22 +356,6 @@ def _cross_fit_folds(
     return fold
 
 
-def _fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """Temperature T minimising the held-out NLL of ``softmax(logits / T)`` (T in [0.05, 20])."""
-    from scipy.optimize import minimize_scalar
-    from scipy.special import log_softmax
-
-    if y.size == 0:
-        return 1.0
-
-    def nll(log_t: float) -> float:
-        lp = log_softmax(logits / np.exp(log_t), axis=1)
-        return float(-lp[np.arange(y.size), y].mean())
-
-    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
-    return float(np.exp(res.x))
-
-
 def _guided(
     adatas,
     codes,
@@ -434,7 +418,9 @@ def _guided(
     held = [np.nonzero((fold == m) & (codes >= 0))[0] for m in range(n_models)]
     oof_logits = np.vstack([L[m][h] for m, h in enumerate(held)]) if n_folds else np.empty((0, 1))
     oof_y = np.concatenate([codes[h] for h in held]) if n_folds else np.empty(0, dtype=int)
-    T = _fit_temperature(oof_logits, oof_y) if oof_y.size else 1.0
+    from napari_scai.models._guided import fit_temperature
+
+    T = fit_temperature(oof_logits, oof_y, t_max=20.0) if oof_y.size else 1.0
     from scipy.special import softmax
 
     P = np.mean([softmax(lg / T, axis=1) for lg in L], axis=0)
