@@ -125,3 +125,18 @@ def copy_data(data: Any) -> Any:
         tables={k: v.copy() for k, v in tables.items()},
         attrs=dict(getattr(data, "attrs", {}) or {}),
     )
+
+
+def uns_value(v: Any) -> Any:
+    """Make a value safe for ``uns`` (h5ad / zarr writers): plain containers and scalars."""
+    import numpy as np
+
+    if v is None:
+        return "none"
+    if isinstance(v, dict):
+        return {str(k): uns_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [uns_value(x) for x in v]
+    if isinstance(v, (np.integer, np.floating, np.bool_)):
+        return v.item()
+    return v

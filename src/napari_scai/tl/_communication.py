@@ -11,6 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from napari_scai._scale import microns_per_pixel
+from napari_scai.tl._api import uns_value as _plain
 
 __all__ = ["CommunicationReport", "communication", "communication_edges"]
 
@@ -162,18 +163,6 @@ class CommunicationReport:
             f"{sig} at FDR 0.05; bandwidth {p.get('bandwidth_um', '?')} µm, "
             f"{p.get('n_perms', '?')} permutations; top: {top}"
         )
-
-
-def _plain(v: Any) -> Any:
-    if v is None:
-        return "none"
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, (np.integer, np.floating, np.bool_)):
-        return v.item()
-    return v
 
 
 def _plain_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -17,6 +17,7 @@ MIN_SHARED_GENES = 100
 
 
 from napari_scai._validate import get_table as _table  # noqa: E402 - the shared lookup
+from napari_scai.tl._api import uns_value as _plain  # noqa: E402
 
 
 def _graph_for(adata: Any, graph: Any, graph_kwargs: dict[str, Any]) -> sp.csr_matrix:
@@ -61,19 +62,6 @@ def _check_counts(adata: Any, layer: str | None, where: str) -> None:
             UserWarning,
             stacklevel=3,
         )
-
-
-def _plain(v: Any) -> Any:
-    """Make a value safe for ``uns`` (h5ad / zarr writers)."""
-    if v is None:
-        return "none"
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, (np.integer, np.floating, np.bool_)):
-        return v.item()
-    return v
 
 
 def _copy_data(data: Any) -> Any:

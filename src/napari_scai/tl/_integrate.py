@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from napari_scai.tl._api import uns_value as _plain
+
 __all__ = ["IntegrationInputError", "integrate"]
 
 
@@ -146,18 +148,6 @@ def _kmeans_best(Z: np.ndarray, K: int, seed: int, rt: Any, n_init: int = 10) ->
             break
         C = newC
     return labels.cpu().numpy()
-
-
-def _plain(v: Any) -> Any:
-    if v is None:
-        return "none"
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, (np.integer, np.floating, np.bool_)):
-        return v.item()
-    return v
 
 
 def integrate(
