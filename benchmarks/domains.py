@@ -293,6 +293,25 @@ def fmt_table(rows, device: str) -> str:
     return "\n".join(out)
 
 
+def speed_ratios(rows) -> str:
+    """Per dataset, the GNN's mean wall time over baseline (b)'s and over the --prev-ref run's,
+    in the same run (the figure that survives a shared machine's drift)."""
+    out = []
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        by = {r["method"]: r["time"] for r in rows if r["dataset"] == ds}
+        gnn = by.get("GNN (spatial_domains)")
+        b = by.get("(b) PCA + 3x kNN-7 smoothing + GMM")
+        prev = next((t for m, t in by.items() if m.startswith("GNN at ")), None)
+        parts = []
+        if gnn and b:
+            parts.append(f"GNN / (b) = {gnn / b:.2f}x")
+        if gnn and prev:
+            parts.append(f"GNN / GNN at ref = {gnn / prev:.2f}x")
+        if parts:
+            out.append(f"- {ds}: " + ", ".join(parts) + " (wall time, same run)")
+    return "\n".join(out)
+
+
 def describe_device(device: str) -> str:
     import torch
 
@@ -362,6 +381,7 @@ def main(argv=None) -> None:
         pick = {"gnn": every[0], "a": every[1], "b": every[2], "pre": every[3]}
         names = [pick[m.strip()] for m in args.methods.split(",")]
     commit = provenance_line()  # computed; SCAI_COMMIT/SCAI_TREE on a copy without .git
+    load_start = os.getloadavg()[0]  # measured: whether other jobs shared the machine
     rows = []
     if args.scale:
         t = time.perf_counter()
@@ -391,8 +411,12 @@ def main(argv=None) -> None:
     cmd = "python benchmarks/domains.py " + " ".join(sys.argv[1:] if argv is None else argv)
     header = (
         f"`{cmd.strip()}` — {when}; device: {describe_device(device)}; {commit}; "
-        f"seeds {seeds[0]}..{seeds[-1]}; K = {K}."
+        f"seeds {seeds[0]}..{seeds[-1]}; K = {K}; 1-min load average {load_start:.2f} at "
+        f"start, {os.getloadavg()[0]:.2f} at end."
     )
+    ratios = speed_ratios(rows)
+    if ratios:
+        table += "\n\n" + ratios
     print()
     print(header)
     print(table)

@@ -46,6 +46,7 @@ __all__ = [
     "DomainConfig",
     "DomainGNN",
     "SparseAdj",
+    "member_threads",
     "spatial_tiles",
     "train_domain_ensemble",
     "train_domain_model",
@@ -419,13 +420,24 @@ def train_domain_ensemble(
     """Train ``len(seeds)`` independent models (see :class:`DomainGNN`).
 
     Member ``m`` is initialised and shuffled from ``seeds[m]`` alone, so it is the model that
-    :func:`train_domain_model` trains with that seed, up to floating-point summation order.
-    Full batch, the members train in one pass (stacked weights). On the tiled path the order
-    of the tiles is drawn from each member's own generator, so there the members train one
-    after the other (one pass cannot visit the tiles in several orders at once).
+    :func:`train_domain_model` trains with that seed (bit for bit when the members train
+    separately, up to floating-point summation order when they share a pass). How they train:
+
+    * on a GPU, full batch: all members in one pass (stacked weights; kernel launches, not
+      flops, bound these small graphs);
+    * on a CPU, a small full-batch problem (one intra-op thread, see
+      :func:`~napari_scai.models._runtime.cpu_threads`): each member single-threaded in its own
+      Python thread, all at once (:func:`member_threads`), so a 2-core machine runs 3 members
+      in well under the time of 3 in turn; each member's result is exactly that of a separate
+      run;
+    * otherwise (large problems, the tiled path, dropout): one after the other. On the tiled
+      path the order of the tiles is drawn from each member's own generator.
+
     ``runtime`` gives the device, progress and cancel (its seed seeds global state only, and
-    the caller's global RNG state and determinism flags are restored afterwards).
-    Returns one embedding per member and an info dict (loss history summed over members).
+    the caller's global RNG state and determinism flags are restored afterwards). Progress
+    messages name the member(s) in training (``"model 2/3: ..."``, ``"models 1-3/3 in
+    parallel: ..."``). Returns one embedding per member and an info dict (loss history summed
+    over members).
     """
     cfg = cfg or DomainConfig()
     rt = runtime or Runtime()
@@ -433,27 +445,149 @@ def train_domain_ensemble(
         raise ValueError("seeds must name at least one model")
     seeds = [int(s) for s in seeds]
     n = int(np.shape(X)[0])
-    with preserve_global_random_state(), cpu_threads(n, rt.device):
-        if n <= cfg.max_full_batch or len(seeds) == 1:
-            return _train(X, graph, cfg, rt, seeds, batch, coords, target, labels)
-        outer = rt.progress
-        Zs, infos = [], []
-        for m, s in enumerate(seeds):
-            if outer is not None:
-                rt.progress = lambda i, t, msg, m=m: outer(
-                    m * t + i, len(seeds) * t, f"model {m + 1}/{len(seeds)}: {msg}"
-                )
-            Z, inf = _train(X, graph, cfg, rt, [s], batch, coords, target, labels)
-            Zs += Z
-            infos.append(inf)
-        rt.progress = outer
-        info = dict(infos[0])
-        info["loss_history"] = list(np.sum([i["loss_history"] for i in infos], axis=0))
-        info["n_members"] = len(seeds)
-        info["reconstruction"] = np.concatenate([i["reconstruction"] for i in infos])
-        if infos[0].get("logits") is not None:
-            info["logits"] = np.concatenate([i["logits"] for i in infos])
-        return Zs, info
+    M = len(seeds)
+    full = n <= cfg.max_full_batch
+    with preserve_global_random_state(), cpu_threads(n, rt.device) as n_threads:
+        if M == 1 or (full and torch.device(rt.device).type != "cpu"):
+            outer = rt.progress
+            if outer is not None and M > 1:
+                rt.progress = lambda i, t, msg: outer(i, t, f"models 1-{M}/{M}: {msg}")
+            try:
+                return _train(X, graph, cfg, rt, seeds, batch, coords, target, labels)
+            finally:
+                rt.progress = outer
+        args = (X, graph, cfg, batch, coords, target, labels)
+        workers = member_threads(M, n_threads) if full and cfg.dropout == 0 else 1
+        if workers > 1:
+            results = _train_in_threads(rt, seeds, workers, args)
+        else:
+            results = _train_one_by_one(rt, seeds, args)
+        return _merge_members(results)
+
+
+def member_threads(n_members: int, intra_op_threads: int) -> int:
+    """How many members train at once in Python threads on a CPU (1: one after the other).
+
+    Only when each member runs single-threaded (small problems, see ``cpu_threads``): one
+    member's kernels are then too small to use several cores, but members are independent and
+    torch releases the GIL inside its kernels. One thread more than the cores, so that a core
+    stays busy while another member holds the GIL between kernels; at most one per member.
+    """
+    cores = os.cpu_count() or 1
+    if n_members < 2 or intra_op_threads != 1 or cores < 2:
+        return 1
+    return min(n_members, cores + 1)
+
+
+def _member_runtime(rt: Runtime, progress: Any, cancel: Any) -> Runtime:
+    """The runtime of one member: the caller's device and seed (global state only)."""
+    return Runtime(device=rt.device, seed=rt.seed, progress=progress, cancel=cancel)
+
+
+def _train_one_by_one(rt: Runtime, seeds: list[int], args: tuple) -> list[tuple]:
+    X, graph, cfg, batch, coords, target, labels = args
+    outer, M = rt.progress, len(seeds)
+    results = []
+    for m, s in enumerate(seeds):
+        progress = None
+        if outer is not None:
+
+            def progress(i: int, t: int, msg: str, m: int = m) -> None:
+                outer(m * t + i, M * t, f"model {m + 1}/{M}: {msg}")
+
+        mrt = _member_runtime(rt, progress, rt.cancel)
+        results.append(_train(X, graph, cfg, mrt, [s], batch, coords, target, labels))
+    return results
+
+
+class _EitherSet:
+    """Cancel token that is set when the caller's token or an internal event is set."""
+
+    def __init__(self, outer: Any, inner: Any) -> None:
+        self.outer, self.inner = outer, inner
+
+    def is_set(self) -> bool:
+        return self.inner.is_set() or (self.outer is not None and self.outer.is_set())
+
+
+def _train_in_threads(rt: Runtime, seeds: list[int], workers: int, args: tuple) -> list[tuple]:
+    """Members in ``workers`` Python threads, each single-threaded: exactly separate runs.
+
+    The threads never call the caller's progress callback; they record their epoch and the
+    calling thread reports (so a GUI's callback runs in the thread it always ran in). The
+    first error in a member (e.g. :class:`Cancelled`) stops the others and is raised here.
+    """
+    import threading
+
+    X, graph, cfg, batch, coords, target, labels = args
+    M = len(seeds)
+    stop = threading.Event()
+    cancel = _EitherSet(rt.cancel, stop)
+    done = [0] * M
+    total = [max(int(cfg.epochs), 1)] * M
+    results: list[Any] = [None] * M
+    errors: list[BaseException] = []
+    todo = list(range(M))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while not stop.is_set():
+            with lock:
+                if not todo:
+                    return
+                m = todo.pop(0)
+
+            def progress(i: int, t: int, msg: str, m: int = m) -> None:
+                done[m], total[m] = int(i), max(int(t), 1)
+
+            mrt = _member_runtime(rt, progress, cancel)
+            try:
+                results[m] = _train(X, graph, cfg, mrt, [seeds[m]], batch, coords, target, labels)
+                done[m] = total[m]
+            except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
+                with lock:
+                    errors.append(err)
+                stop.set()
+                return
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    label = f"models 1-{M}/{M} in parallel"
+    last = -1
+    alive = threads
+    try:
+        while alive:
+            alive[0].join(timeout=0.25)
+            alive = [t for t in alive if t.is_alive()]
+            step = sum(done)
+            if rt.progress is not None and step != last and not errors:
+                last = step
+                rt.progress(step, sum(total), f"{label}: training epoch {min(done)}/{total[0]}")
+    finally:  # e.g. the progress callback raised: stop the members before leaving
+        if alive:
+            stop.set()
+            for t in alive:
+                t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _merge_members(results: list[tuple]) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """One (embeddings, info) from single-member runs, as one ensemble run returns them."""
+    Zs = [Z for Zm, _ in results for Z in Zm]
+    infos = [inf for _, inf in results]
+    info = dict(infos[0])
+    info["loss_history"] = list(np.sum([i["loss_history"] for i in infos], axis=0))
+    info["n_members"] = len(Zs)
+    info["final_loss_per_member"] = [
+        float(i["loss_history"][-1]) if i["loss_history"] else float("nan") for i in infos
+    ]
+    info["reconstruction"] = np.concatenate([i["reconstruction"] for i in infos])
+    if infos[0].get("logits") is not None:
+        info["logits"] = np.concatenate([i["logits"] for i in infos])
+    return Zs, info
 
 
 def _adam_impl(device: torch.device) -> dict[str, bool]:

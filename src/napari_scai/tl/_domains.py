@@ -230,21 +230,19 @@ def _train_members(feats, A, batch, coords, cfg, rt, *, seed, n_models, labels_p
         cancel=rt.cancel,
     )
     seeds = [seed * 1000 + m for m in range(n_models)]
-    # On a GPU all members train in one pass (kernel launches, not flops, bound these small
-    # graphs); on a CPU one after the other, which measured 10-25% faster there. Guided
-    # members see different labels (cross-fitting) and so always train in turn.
-    together = rt.device.type == "cuda" and labels_per_member is None
+    # Unsupervised members share their input, so they go to train_domain_ensemble together: it
+    # trains them in one pass on a GPU, at once in threads on a CPU when each is small (one
+    # intra-op thread), else one after the other, and its messages name the members in
+    # training. Guided members see different labels (cross-fitting) and so train in turn.
+    together = labels_per_member is None
     groups = [list(range(n_models))] if together else [[m] for m in range(n_models)]
     Zs, logits, losses = [], [], []
     for g, members in enumerate(groups):
 
         def _progress_g(s: int, t: int, msg: str, g: int = g, members=members) -> None:
-            who = (
-                f"model {members[0] + 1}/{n_models}"
-                if len(members) == 1
-                else f"models 1-{n_models}"
-            )
-            _progress(g * t + s, len(groups) * t, f"{who}: {msg}")
+            if len(groups) > 1:
+                msg = f"model {members[0] + 1}/{n_models}: {msg}"
+            _progress(g * t + s, len(groups) * t, msg)
 
         train_rt.progress = _progress_g if rt.progress else None
         Zg, info = train_domain_ensemble(
@@ -260,7 +258,9 @@ def _train_members(feats, A, batch, coords, cfg, rt, *, seed, n_models, labels_p
         Zs += Zg
         if info.get("logits") is not None:
             logits += list(info["logits"])
-        losses.append(float(info["loss_history"][-1]) if info["loss_history"] else float("nan"))
+        per = info.get("final_loss_per_member")
+        hist = info["loss_history"]
+        losses += per if per else [float(hist[-1]) if hist else float("nan")]
     return Zs, (logits or None), losses
 
 
