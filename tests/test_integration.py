@@ -14,7 +14,7 @@ from napari_scai.tl import integrate
 from napari_scai.tl._integrate import IntegrationInputError
 from tests.conftest import shared_path
 
-FAST = {"n_steps": 500, "n_top_genes": 1000}
+FAST = {"n_top_genes": 1000}  # the default 400 training steps
 
 
 def _kmeans(Z: np.ndarray, k: int) -> np.ndarray:
@@ -51,8 +51,13 @@ def test_planted_weights_follow_the_informative_modality(planted):
     by_rna = w[obs["informative_modality"] == "rna"].mean()
     by_prot = w[obs["informative_modality"] == "protein"].mean()
     # cells that only RNA separates lean on RNA; the others lean on protein
-    assert by_rna >= 0.7, by_rna
-    assert by_prot <= 0.5, by_prot
+    assert by_rna >= 0.8, by_rna
+    assert by_prot <= 0.4, by_prot
+    # and per cell: the RNA weight ranks the cells RNA informs above the others
+    # (dev seeds 3, 100, 101 at 1,200 cells: AUROC 0.97-0.98)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(obs["informative_modality"] == "rna", w) >= 0.9
     assert planted["rna"].obsm["X_scai_joint"].shape[0] == 1200
     assert "scai_weight_rna" not in planted["protein"].obs  # results go to the first table
 
