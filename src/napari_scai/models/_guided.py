@@ -56,6 +56,7 @@ def semi_supervised_mixture(
     init_resp: np.ndarray | None = None,
     init_cov: str = "painted",
     painted_weight: float = 1.0,
+    fixed_means: bool = False,
     cancel: Any = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """EM of a tied-covariance Gaussian mixture, one component per class, painted spots clamped.
@@ -83,6 +84,12 @@ def semi_supervised_mixture(
         development strokes (DESIGN-NOTES).
     painted_weight
         Weight of a painted spot in the M-step (1: as any spot; 3 and 10 measured no better).
+    fixed_means
+        Keep each component's mean at the mean of its painted spots; EM then fits only the
+        shared covariance and the weights on all spots. Free means drift: the likelihood
+        optimum splits a thick layer whose expression changes with depth between its
+        neighbours (DESIGN-NOTES, round three); anchoring them measured higher on the
+        development strokes.
     cancel
         Optional token with ``is_set()``; checked every iteration.
 
@@ -121,6 +128,8 @@ def semi_supervised_mixture(
         S = (Z.T @ Z - (mu * Nk[:, None]).T @ mu) / n + eps * np.eye(D)
         S = (S + S.T) / 2
         log_pi = np.log(Nk / n)
+        if fixed_means:
+            mu = np.stack([Z[codes == k].mean(0) for k in range(C)])
     converged = False
     n_iter = 0
     for _ in range(max_iter):
@@ -137,9 +146,12 @@ def semi_supervised_mixture(
         R = Rn
         Rw = R * wt[:, None]
         Nk = Rw.sum(0) + 1e-12
-        mu = (Rw.T @ Z) / Nk[:, None]
+        M = Rw.T @ Z  # C x D weighted sums
+        if not fixed_means:
+            mu = M / Nk[:, None]
         # tied covariance: sum_k sum_i w_i r_ik (z_i - mu_k)(z_i - mu_k)^T / sum_i w_i
-        S = (Z * wt[:, None]).T @ Z - (mu * Nk[:, None]).T @ mu
+        # (= Z'WZ - M'mu - mu'M + mu' diag(N) mu; with mu = M / N the last three terms merge)
+        S = (Z * wt[:, None]).T @ Z - M.T @ mu - mu.T @ M + (mu * Nk[:, None]).T @ mu
         S = S / wt.sum() + eps * np.eye(D)
         S = (S + S.T) / 2
         log_pi = np.log(Nk / wt.sum())
