@@ -24,7 +24,16 @@ from typing import Any
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 
-__all__ = ["semi_supervised_mixture", "calibrated_semi_supervised_mixture"]
+__all__ = [
+    "calibrated_semi_supervised_mixture",
+    "random_walker_log_prob",
+    "semi_supervised_mixture",
+]
+
+#: Edge sharpness of the random walker (issue 11, guided12): edge weight
+#: ``exp(-beta * d^2 / median d^2)``, d the embedding distance across a spatial edge. Chosen on
+#: development strokes (seeds 100-102): 1 and 3 measured within 0.003 ARI; 3 kept.
+WALKER_BETA = 3.0
 
 
 def _log_gauss(Z: np.ndarray, mu: np.ndarray, S: np.ndarray) -> np.ndarray:
@@ -47,6 +56,7 @@ def semi_supervised_mixture(
     init_resp: np.ndarray | None = None,
     init_cov: str = "painted",
     painted_weight: float = 1.0,
+    fixed_means: bool = False,
     cancel: Any = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """EM of a tied-covariance Gaussian mixture, one component per class, painted spots clamped.
@@ -74,6 +84,12 @@ def semi_supervised_mixture(
         development strokes (DESIGN-NOTES).
     painted_weight
         Weight of a painted spot in the M-step (1: as any spot; 3 and 10 measured no better).
+    fixed_means
+        Keep each component's mean at the mean of its painted spots; EM then fits only the
+        shared covariance and the weights on all spots. Free means drift: the likelihood
+        optimum splits a thick layer whose expression changes with depth between its
+        neighbours (DESIGN-NOTES, round three); anchoring them measured higher on the
+        development strokes.
     cancel
         Optional token with ``is_set()``; checked every iteration.
 
@@ -112,6 +128,8 @@ def semi_supervised_mixture(
         S = (Z.T @ Z - (mu * Nk[:, None]).T @ mu) / n + eps * np.eye(D)
         S = (S + S.T) / 2
         log_pi = np.log(Nk / n)
+        if fixed_means:
+            mu = np.stack([Z[codes == k].mean(0) for k in range(C)])
     converged = False
     n_iter = 0
     for _ in range(max_iter):
@@ -128,9 +146,12 @@ def semi_supervised_mixture(
         R = Rn
         Rw = R * wt[:, None]
         Nk = Rw.sum(0) + 1e-12
-        mu = (Rw.T @ Z) / Nk[:, None]
+        M = Rw.T @ Z  # C x D weighted sums
+        if not fixed_means:
+            mu = M / Nk[:, None]
         # tied covariance: sum_k sum_i w_i r_ik (z_i - mu_k)(z_i - mu_k)^T / sum_i w_i
-        S = (Z * wt[:, None]).T @ Z - (mu * Nk[:, None]).T @ mu
+        # (= Z'WZ - M'mu - mu'M + mu' diag(N) mu; with mu = M / N the last three terms merge)
+        S = (Z * wt[:, None]).T @ Z - M.T @ mu - mu.T @ M + (mu * Nk[:, None]).T @ mu
         S = S / wt.sum() + eps * np.eye(D)
         S = (S + S.T) / 2
         log_pi = np.log(Nk / wt.sum())
@@ -147,6 +168,60 @@ def semi_supervised_mixture(
         "weights": np.exp(log_pi).tolist(),
         "log_likelihood": ll,
     }
+
+
+def random_walker_log_prob(
+    Z: np.ndarray,
+    A: Any,
+    codes: np.ndarray,
+    n_classes: int,
+    *,
+    beta: float = WALKER_BETA,
+    floor: float = 1e-6,
+    rtol: float = 1e-6,
+    maxiter: int = 2000,
+) -> np.ndarray:
+    """Random-walker (Grady 2006) class probabilities from the painted spots, as ``n x C`` logs.
+
+    The walk runs on the spatial graph ``A`` with edge weights ``exp(-beta d^2 / median d^2)``
+    (``d``: distance of the two spots in ``Z``), so it crosses edges inside a region easily and
+    edges across a change of the embedding hardly: the probability that a walk from spot i
+    first reaches a painted spot of class k. Painted spots keep their class. Solved with
+    Jacobi-preconditioned conjugate gradients (sparse, O(edges) memory; no factorisation); a
+    spot whose graph component holds no painted spot gets equal probabilities. Probabilities
+    are floored at ``floor`` before the log.
+    """
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import LinearOperator, cg
+
+    Z = np.asarray(Z, dtype=np.float64)
+    codes = np.asarray(codes, dtype=np.int64)
+    n, C = Z.shape[0], int(n_classes)
+    W = sp.coo_matrix(A)
+    keep = W.row != W.col
+    r, c = W.row[keep], W.col[keep]
+    d2 = ((Z[r] - Z[c]) ** 2).sum(1)
+    med = float(np.median(d2)) if d2.size else 1.0
+    w = np.exp(-beta * d2 / (med if med > 0 else 1.0)) + 1e-6
+    W = sp.csr_matrix((w, (r, c)), shape=(n, n))
+    W = ((W + W.T) * 0.5).tocsr()
+    lab = codes >= 0
+    u = np.nonzero(~lab)[0]
+    P = np.zeros((n, C))
+    P[lab, codes[lab]] = 1.0
+    if u.size:
+        deg = np.asarray(W.sum(1)).ravel()
+        Wuu = W[u][:, u]
+        # tiny ridge: a component without painted spots has a singular block; it decays to 0
+        d_u = deg[u] + 1e-9 * (deg.mean() or 1.0)
+        Luu = (sp.diags(d_u) - Wuu).tocsr()
+        B = W[u][:, np.nonzero(lab)[0]] @ P[lab]
+        M = LinearOperator(Luu.shape, matvec=lambda x: x / d_u, dtype=np.float64)
+        for k in range(C):
+            x, _ = cg(Luu, B[:, k], rtol=rtol, maxiter=maxiter, M=M)
+            P[u, k] = np.clip(x, 0.0, None)
+    P = np.maximum(P, floor)
+    return np.log(P / P.sum(1, keepdims=True))
 
 
 def fit_temperature(log_post: np.ndarray, y: np.ndarray, t_max: float = 1000.0) -> float:
@@ -170,6 +245,9 @@ def calibrated_semi_supervised_mixture(
     n_classes: int,
     fold: np.ndarray,
     *,
+    graph: Any = None,
+    walker_beta: float = WALKER_BETA,
+    fold_ensemble: bool = True,
     cancel: Any = None,
     **em_kwargs: Any,
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -178,8 +256,18 @@ def calibrated_semi_supervised_mixture(
     ``fold``: per spot, the fold (0..F-1) of a painted spot, ``-1`` for spots that are never
     held out. For each fold f the EM runs with fold f unclamped (a fold whose removal leaves a
     class without painted spots is skipped) and its posteriors on fold f are the held-out
-    predictions. Returns (probabilities n x C = ``softmax(log_post / T)`` of the full fit,
-    info with ``temperature``, ``n_held_out``, ``held_out_accuracy``, ``n_iter``).
+    predictions.
+
+    ``graph``: the spatial graph (n x n sparse). When given, the log-posterior of each fit is
+    the mixture's plus :func:`random_walker_log_prob` of the same painted spots (a product of
+    the two experts: the mixture says which class a spot's expression resembles, the walker
+    which strokes it is connected to without crossing an expression change), with edge
+    sharpness ``walker_beta``. ``fold_ensemble``: the returned probabilities are the mean of
+    ``softmax(log_post / T)`` over the full fit and the held-out fits (fits that disagree
+    lower the confidence); else the full fit's alone.
+
+    Returns (probabilities n x C, info with ``temperature``, ``n_held_out``,
+    ``held_out_accuracy``, ``n_iter``, ``n_fits_averaged``).
     """
     from threadpoolctl import threadpool_limits
 
@@ -189,27 +277,54 @@ def calibrated_semi_supervised_mixture(
     # four fits on DLPFC took 15 s of CPU threaded against 1.3 s single-threaded)
     limit = 1 if np.shape(Z)[0] < SMALL_PROBLEM_ROWS else None
     with threadpool_limits(limits=limit):
-        return _calibrated(Z, codes, n_classes, fold, cancel=cancel, **em_kwargs)
+        return _calibrated(
+            Z,
+            codes,
+            n_classes,
+            fold,
+            graph=graph,
+            walker_beta=walker_beta,
+            fold_ensemble=fold_ensemble,
+            cancel=cancel,
+            **em_kwargs,
+        )
 
 
-def _calibrated(Z, codes, n_classes, fold, *, cancel, **em_kwargs):
-    log_post, info = semi_supervised_mixture(Z, codes, n_classes, cancel=cancel, **em_kwargs)
-    held_lp, held_y = [], []
+def _calibrated(Z, codes, n_classes, fold, *, graph, walker_beta, fold_ensemble, cancel, **kw):
+    def fit(y):
+        lp, inf = semi_supervised_mixture(Z, y, n_classes, cancel=cancel, **kw)
+        if graph is not None:
+            lp = log_softmax(
+                lp + random_walker_log_prob(Z, graph, y, n_classes, beta=walker_beta), axis=1
+            )
+        return lp, inf
+
+    log_post, info = fit(codes)
+    held_lp, held_y, fits = [], [], [log_post]
     for f in np.unique(fold[fold >= 0]):
         out = (fold == f) & (codes >= 0)
         y = codes.copy()
         y[out] = -1
         if np.bincount(y[y >= 0], minlength=n_classes).min() == 0:
             continue  # this fold holds a whole class: no honest held-out fit without it
-        lp_f, _ = semi_supervised_mixture(Z, y, n_classes, cancel=cancel, **em_kwargs)
+        lp_f, _ = fit(y)
         held_lp.append(lp_f[out])
         held_y.append(codes[out])
+        fits.append(lp_f)
     if held_y:
         H, Y = np.vstack(held_lp), np.concatenate(held_y)
         T = fit_temperature(H, Y)
         acc = float((H.argmax(1) == Y).mean())
     else:
         T, acc, Y = 1.0, float("nan"), np.empty(0)
-    P = np.exp(log_softmax(log_post / T, axis=1))
-    info = dict(info, temperature=T, n_held_out=int(Y.size), held_out_accuracy=acc)
+    if not fold_ensemble:
+        fits = fits[:1]
+    P = np.mean([np.exp(log_softmax(lp / T, axis=1)) for lp in fits], axis=0)
+    info = dict(
+        info,
+        temperature=T,
+        n_held_out=int(Y.size),
+        held_out_accuracy=acc,
+        n_fits_averaged=len(fits),
+    )
     return P, info

@@ -478,10 +478,13 @@ def spatial_domains(
     * guided (``annotation_key`` given): the same unsupervised ensemble embedding, then a
       semi-supervised tied-covariance Gaussian mixture with one component per annotated
       class, fitted by EM on all spots with the painted spots' responsibilities clamped to
-      their class (:mod:`napari_scai.models._guided`); a temperature fitted on held-out
-      strokes (3 folds, EM refitted without each) calibrates the posterior, and every spot
-      gets the most probable annotated class with that probability as confidence. Costs one
-      unsupervised run plus four EM fits.
+      their class and the means held at the painted spots' class means
+      (:mod:`napari_scai.models._guided`), times a random walker from the
+      painted spots on the spatial graph (edges weighted by embedding similarity); a
+      temperature fitted on held-out strokes (3 folds, refitted without each) calibrates the
+      posterior, the probabilities are the mean of the full and the 3 held-out fits, and every
+      spot gets the most probable annotated class with that probability as confidence. Costs
+      one unsupervised run plus four EM and walker fits.
 
     Parameters
     ----------

@@ -1,4 +1,5 @@
-"""Guided ``spatial_domains``: the unsupervised embedding + a semi-supervised mixture.
+"""Guided ``spatial_domains``: the unsupervised embedding + a semi-supervised mixture, times a
+random walker from the strokes on the spatial graph.
 
 See :mod:`napari_scai.models._guided` for the model and docs/DESIGN-NOTES.md ("Guided domains,
 round two") for the measurements behind it.
@@ -78,9 +79,15 @@ def _guided_mixture(
 
         d = min(Z_em.shape[1], max(len(names), n_lab // 2))
         Z_em = pca(Z_em, n_comps=d, seed=seed).astype(np.float64)
-    P, em = calibrated_semi_supervised_mixture(Z_em, codes, len(names), fold, cancel=rt.cancel)
+    # mixture (means at the painted means) x random walker on the spatial graph, fold-averaged
+    # (guided12, DESIGN-NOTES "round three")
+    P, em = calibrated_semi_supervised_mixture(
+        Z_em, codes, len(names), fold, graph=A, fixed_means=True, cancel=rt.cancel
+    )
     info = {
-        "guided_model": "semi-supervised tied Gaussian mixture on the unsupervised embedding",
+        "guided_model": "semi-supervised tied Gaussian mixture (means at the painted means) on"
+        " the unsupervised embedding x random walker on the spatial graph",
+        "n_fits_averaged": em["n_fits_averaged"],
         "temperature": em["temperature"],
         "n_labelled": int((codes >= 0).sum()),
         "n_held_out": em["n_held_out"],
