@@ -4,7 +4,9 @@ Reference and query sections are embedded together by the spatial-domain GNN (ge
 by name; one block-diagonal graph; per-section scaling and a section covariate in the decoder
 remove the batch), the reference's labelled spots train the classification head
 (semi-supervised, see :func:`napari_scai.tl.spatial_domains` with ``annotation_key``), and the
-query spots get the most probable reference class with a calibrated probability.
+query spots get the most probable reference class with a calibrated probability. On each query
+the head's probabilities are then refined by the query's own fixed-means mixture, seeded by the
+head's most confident query spots (``query_mixture``; DESIGN-NOTES, transfer round four).
 """
 
 from __future__ import annotations
