@@ -174,7 +174,9 @@ def transfer_g(ref, query, ref_key):
     return logreg(parts[0][lab], y[lab].astype(str).to_numpy(), parts[1])
 
 
-def bench_transfer(seeds, device, directions=(("151673", "151674"), ("151674", "151673"))):
+def bench_transfer(
+    seeds, device, directions=(("151673", "151674"), ("151674", "151673")), mean_field=0.0
+):
     from napari_scai.tl import transfer_labels
 
     rows = []
@@ -191,7 +193,7 @@ def bench_transfer(seeds, device, directions=(("151673", "151674"), ("151674", "
             q = q0.copy()
             _, t_tr, m_tr = timed(
                 lambda q=q, s=s, ref=ref, rname=rname: transfer_labels(
-                    ref, q, labels_of(rname), device=device, seed=s
+                    ref, q, labels_of(rname), device=device, seed=s, query_mean_field=mean_field
                 )
             )
             tr = scores(truth, q.obs["scai_transfer"], q.obs["scai_transfer_confidence"], mask)
@@ -280,6 +282,10 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-transfer", action="store_true")
     p.add_argument("--directions", default="151673:151674,151674:151673", help="REF:QUERY,...")
+    p.add_argument(
+        "--transfer-mean-field", type=float, default=0.0,
+        help="transfer_labels(query_mean_field=...): 0 = the default (off)",
+    )  # fmt: skip
     p.add_argument("--no-append", action="store_true")
     args = p.parse_args(argv)
     device = str(resolve_device(args.device))
@@ -290,7 +296,8 @@ def main(argv=None) -> None:
         rows += bench_guided(name, seeds, device)
     directions = [tuple(d.split(":")) for d in args.directions.split(",") if d.strip()]
     trows = [] if args.no_transfer else bench_transfer(
-        [int(s) for s in args.transfer_seeds.split(",")], device, directions
+        [int(s) for s in args.transfer_seeds.split(",")], device, directions,
+        mean_field=args.transfer_mean_field,
     )  # fmt: skip
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python benchmarks/domains_guided.py " + " ".join(sys.argv[1:] if argv is None else argv)

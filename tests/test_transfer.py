@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
 from napari_scai.tl import transfer_labels
-from napari_scai.tl._transfer import MIN_SHARED_GENES, GeneOverlapError
+from napari_scai.tl._transfer import MIN_SHARED_GENES, QUERY_MIXTURE_WEIGHT, GeneOverlapError
 from tests.test_domains import synthetic_section
 
 FAST = dict(epochs=40, n_comps=20, n_top_genes=80, device="cpu")
@@ -146,3 +146,94 @@ def test_dock_transfer_from_another_layer(make_napari_viewer, qtbot):
     assert "reference classes" in w.status.text()
     conf = viewer.layers["query_cells confidence"].features["scai_transfer_confidence"]
     assert conf.between(0, 1).all() and conf.nunique() > 1
+
+
+def test_mean_field_smoothing_fixes_scattered_wrong_calls_and_keeps_probabilities():
+    import scipy.sparse as sp
+
+    from napari_scai.models._guided import mean_field_smooth
+
+    # planted: a 30 x 30 grid, left half class 0, right half class 1, 4-neighbour graph; the
+    # "head" is right with p = 0.7 except on 15% scattered spots, wrong with p = 0.6
+    side = 30
+    idx = np.arange(side * side).reshape(side, side)
+    rows = np.concatenate([idx[:, :-1].ravel(), idx[:-1, :].ravel()])
+    cols = np.concatenate([idx[:, 1:].ravel(), idx[1:, :].ravel()])
+    A = sp.coo_matrix((np.ones(rows.size), (rows, cols)), shape=(side**2,) * 2)
+    A = (A + A.T).tocsr()
+    truth = (np.arange(side**2) % side >= side // 2).astype(int)
+    rng = np.random.default_rng(0)
+    wrong = rng.random(truth.size) < 0.15
+    p_true = np.where(wrong, 0.4, 0.7)
+    P = np.zeros((truth.size, 2))
+    P[np.arange(truth.size), truth] = p_true
+    P[np.arange(truth.size), 1 - truth] = 1 - p_true
+    before = (P.argmax(1) == truth).mean()
+    Q = mean_field_smooth(P, A, 1.5)
+    after = (Q.argmax(1) == truth).mean()
+    assert before < 0.9 and after > 0.97
+    assert np.allclose(Q.sum(1), 1.0) and (Q >= 0).all() and (Q <= 1).all()
+    assert np.array_equal(mean_field_smooth(P, A, 0.0), P)
+    with pytest.raises(ValueError, match="strength must be >= 0"):
+        mean_field_smooth(P, A, -1.0)
+
+
+def test_query_mean_field_option_is_off_by_default_and_smooths_when_asked():
+    import inspect
+
+    assert inspect.signature(transfer_labels).parameters["query_mean_field"].default == 0.0
+    ref, q = _pair(n=300, seed=11)
+    with pytest.raises(ValueError, match="query_mean_field must be a finite number"):
+        transfer_labels(ref, q, "truth", query_mean_field=-1.0, **FAST)
+    with pytest.raises(ValueError, match="query_seed_quantile must be in"):
+        transfer_labels(ref, q, "truth", query_seed_quantile=1.5, **FAST)
+    assert "scai_transfer" not in q.obs  # refused before anything was written
+    plain = transfer_labels(ref, q, "truth", copy=True, **FAST)
+    mf = transfer_labels(ref, q, "truth", copy=True, query_mean_field=1.0, **FAST)
+    assert plain.uns["scai_transfer_params"]["query_mean_field"] == 0.0
+    assert plain.uns["scai_transfer_params"]["query_mixture"] == QUERY_MIXTURE_WEIGHT
+    # 300 spots for a 32-d embedding: too few for the query mixture's covariance, skipped
+    assert plain.uns["scai_transfer_params"]["query_mixture_applied_to"] == []
+    assert mf.uns["scai_transfer_params"]["query_mean_field"] == 1.0
+    c0 = plain.obs["scai_transfer_confidence"].to_numpy()
+    c1 = mf.obs["scai_transfer_confidence"].to_numpy()
+    assert c1.min() >= 0 and c1.max() <= 1
+    # same model, same seed: the smoothing moves the confidence (neighbours that agree raise it)
+    assert np.abs(c1 - c0).max() > 1e-3 and c1.mean() > c0.mean()
+    assert adjusted_rand_score(q.obs["truth"], mf.obs["scai_transfer"]) > 0.7
+    # an 8-d embedding: 300 >= 30 x 8 spots, so the default query mixture refines the query
+    small = dict(FAST, latent_dim=8)
+    off = transfer_labels(ref, q, "truth", copy=True, query_mixture=0.0, **small)
+    on = transfer_labels(ref, q, "truth", copy=True, **small)
+    assert on.uns["scai_transfer_params"]["query_mixture_applied_to"] == [0]
+    assert off.uns["scai_transfer_params"]["query_mixture_applied_to"] == []
+    c_on = on.obs["scai_transfer_confidence"].to_numpy()
+    assert c_on.min() >= 0 and c_on.max() <= 1
+    assert np.abs(c_on - off.obs["scai_transfer_confidence"].to_numpy()).max() > 1e-3
+
+
+def test_query_mixture_corrects_a_shifted_head_boundary_and_keeps_probabilities():
+    from napari_scai.models._guided import query_mixture_refine
+
+    # planted: two tight classes 6 sd apart on axis 0 of an 8-d embedding; the "head" (trained
+    # elsewhere) puts its boundary at z0 = +1.5 instead of 0, so the class-1 spots nearest
+    # class 0 are called 0 with low confidence; its confident spots are right
+    rng = np.random.default_rng(0)
+    n = 2000
+    truth = np.repeat([0, 1], n // 2)
+    Z = rng.normal(size=(n, 8))
+    Z[:, 0] += np.where(truth == 1, 3.0, -3.0)
+    logit = 1.0 * (Z[:, 0] - 1.5)
+    P = np.column_stack([1 / (1 + np.exp(logit)), 1 / (1 + np.exp(-logit))])
+    before = (P.argmax(1) == truth).mean()
+    Q = query_mixture_refine(P, Z, quantile=0.5, weight=0.5)
+    after = (Q.argmax(1) == truth).mean()
+    assert before < 0.97 and after > 0.99
+    assert np.allclose(Q.sum(1), 1.0) and (Q >= 0).all() and (Q <= 1).all()
+    assert np.array_equal(query_mixture_refine(P, Z, weight=0.0), P)
+    # a class nobody is called gets no seeds and no boost, and does not break the fit
+    P3 = np.column_stack([P * 0.98, np.full(n, 0.02)])
+    Q3 = query_mixture_refine(P3, Z, quantile=0.5, weight=0.5)
+    assert (Q3.argmax(1) != 2).all() and np.allclose(Q3.sum(1), 1.0)
+    with pytest.raises(ValueError, match="quantile must be in"):
+        query_mixture_refine(P, Z, quantile=1.0)

@@ -4,7 +4,9 @@ Reference and query sections are embedded together by the spatial-domain GNN (ge
 by name; one block-diagonal graph; per-section scaling and a section covariate in the decoder
 remove the batch), the reference's labelled spots train the classification head
 (semi-supervised, see :func:`napari_scai.tl.spatial_domains` with ``annotation_key``), and the
-query spots get the most probable reference class with a calibrated probability.
+query spots get the most probable reference class with a calibrated probability. On each query
+the head's probabilities are then refined by the query's own fixed-means mixture, seeded by the
+head's most confident query spots (``query_mixture``; DESIGN-NOTES, transfer round four).
 """
 
 from __future__ import annotations
@@ -28,6 +30,17 @@ MIN_SHARED_GENES = 100
 #: ~0%. 10% separates the two with a wide margin; below 50% a warning says how few are shared.
 MIN_SHARED_FRACTION = 0.10
 WARN_SHARED_FRACTION = 0.50
+#: Query-side refinement (transfer round four, DESIGN-NOTES): weight of the query's own
+#: fixed-means mixture, seeded by the head's most confident query spots per class (at or above
+#: the class's :data:`QUERY_SEED_QUANTILE` of confidence), in a product with the head's
+#: probabilities. Chosen on development training seed 100 (both directions), see
+#: :func:`napari_scai.models._guided.query_mixture_refine`.
+QUERY_MIXTURE_WEIGHT = 0.1
+QUERY_SEED_QUANTILE = 0.5
+#: The refinement fits a tied D x D covariance on the query's spots; below this many spots
+#: per embedding dimension it is skipped (synthetic 250-300-cell test pairs, 8-9 spots per
+#: dimension, lost 0.01-0.16 ARI with it; a 500-cell pair gained 0.01; DLPFC has ~110).
+QUERY_MIXTURE_MIN_SPOTS_PER_DIM = 30
 
 
 class GeneOverlapError(ValueError):
@@ -75,6 +88,9 @@ def transfer_labels(
     n_models: int = 3,
     smooth_rounds: int = 1,
     guided_smooth_rounds: int = 3,
+    query_mixture: float = QUERY_MIXTURE_WEIGHT,
+    query_seed_quantile: float = QUERY_SEED_QUANTILE,
+    query_mean_field: float = 0.0,
     min_shared_genes: int = MIN_SHARED_GENES,
     progress: Any = None,
     cancel: Any = None,
@@ -106,6 +122,22 @@ def transfer_labels(
         As in :func:`napari_scai.tl.spatial_domains`.
     epochs, hidden_dim, latent_dim, lr, n_models, smooth_rounds, guided_smooth_rounds
         As in :func:`napari_scai.tl.spatial_domains`.
+    query_mixture, query_seed_quantile
+        Refine each query's probabilities with the query's own tied-covariance mixture on
+        the shared embedding, its means fixed at the head's most confident query spots per
+        class (confidence at or above the class's ``query_seed_quantile``), as
+        ``softmax(log P_head + query_mixture * log P_mixture)``
+        (:func:`napari_scai.models._guided.query_mixture_refine`); ``query_mixture=0`` gives
+        the head's probabilities alone. Skipped for a query with fewer than
+        :data:`QUERY_MIXTURE_MIN_SPOTS_PER_DIM` spots per embedding dimension;
+        ``uns[...]["query_mixture_applied_to"]`` lists the queries (0-based) it refined.
+    query_mean_field
+        Strength (nats) of an optional mean-field smoothing of the head's probabilities over
+        each query's spatial graph (:func:`napari_scai.models._guided.mean_field_smooth`);
+        0 (default) leaves them as the head gives them. On the development seed (100), 1.0
+        left ARI unchanged (0.739 -> 0.738, 0.725 -> 0.725) and brought the mean confidence
+        closer to the accuracy (0.79 -> 0.85 against 0.86 / 0.85); stronger smoothing lowered
+        ARI (DESIGN-NOTES, transfer round four), so it is off by default.
     min_shared_genes
         Refuse (:class:`GeneOverlapError`) below this many shared genes (see
         :data:`MIN_SHARED_GENES`); fewer than :data:`MIN_SHARED_FRACTION` of the smaller panel
@@ -171,6 +203,17 @@ def transfer_labels(
         )
     if ov["fraction_of_smaller"] < WARN_SHARED_FRACTION:
         warnings.warn(f"transfer_labels: only {summary}", UserWarning, stacklevel=2)
+    for name, val in (("query_mean_field", query_mean_field), ("query_mixture", query_mixture)):
+        if not np.isfinite(val) or val < 0:
+            raise ValueError(
+                f"{name} must be a finite number >= 0, got {val!r}. Fix: pass 0 (off) or a "
+                "small positive weight such as the default"
+            )
+    if not 0.0 <= query_seed_quantile < 1.0:
+        raise ValueError(
+            f"query_seed_quantile must be in [0, 1), got {query_seed_quantile!r}. Fix: pass "
+            f"e.g. {QUERY_SEED_QUANTILE}"
+        )
     codes_ref, names, ann_colors = _label_codes([ref], labels_key, "reference")
     if len(names) < 2:
         raise ValueError(
@@ -205,6 +248,28 @@ def transfer_labels(
             logit_smooth_rounds=guided_smooth_rounds,
         )
         A = info.pop("graph")
+        if query_mixture > 0:
+            from napari_scai.models._guided import query_mixture_refine
+
+            P = P.copy()
+            refined: list[int] = []
+            for i in range(1, len(queries) + 1):  # each query on its own (sample 0: reference)
+                rows = np.nonzero(sample == i)[0]
+                if rows.size < QUERY_MIXTURE_MIN_SPOTS_PER_DIM * Z.shape[1]:
+                    continue
+                refined.append(i - 1)
+                P[rows] = query_mixture_refine(
+                    P[rows], Z[rows], quantile=query_seed_quantile, weight=query_mixture,
+                    cancel=rt.cancel,
+                )  # fmt: skip
+        else:
+            refined = []
+        if query_mean_field > 0:
+            from napari_scai.models._guided import mean_field_smooth
+
+            # the joint graph is block-diagonal: no edge joins two sections, so smoothing all
+            # rows at once smooths each query within itself (reference rows are not written)
+            P = mean_field_smooth(P, A, float(query_mean_field))
         labels = P.argmax(1)
         conf = P[np.arange(labels.size), labels]
         colors = [
@@ -222,6 +287,10 @@ def transfer_labels(
                 gene_overlap={k: v for k, v in ov.items() if k != "genes"},
                 graph_stats=graph_stats(A),
                 n_queries=len(queries),
+                query_mixture=float(query_mixture),
+                query_seed_quantile=float(query_seed_quantile),
+                query_mixture_applied_to=refined,
+                query_mean_field=float(query_mean_field),
                 total_seconds=round(time.perf_counter() - t0, 3),
                 **info,
             )
