@@ -99,9 +99,9 @@ def base(rounds=1):
     return f
 
 
-def em(Z, codes, C, *, A=None, beta=0.0, max_iter=300, tol=1e-5, reg=1e-4, mf_iter=1):
-    """tied mixture, painted clamped, optional Potts mean-field prior beta * (W @ R)."""
-    n, D = Z.shape
+def _tied_start(Z, codes, C, reg):
+    """painted class means and their pooled (tied) covariance, ridge ``reg`` x mean variance."""
+    D = Z.shape[1]
     lab = codes >= 0
     eps = reg * float(Z.var(0).mean() or 1.0)
     mu = np.stack([Z[codes == k].mean(0) for k in range(C)])
@@ -109,15 +109,28 @@ def em(Z, codes, C, *, A=None, beta=0.0, max_iter=300, tol=1e-5, reg=1e-4, mf_it
     S = res.T @ res / lab.sum() + eps * np.eye(D)
     if lab.sum() <= D:
         S = np.cov(Z.T) + eps * np.eye(D)
+    return mu, S, eps
+
+
+def _row_normalised(A, beta):
+    """spatial graph without self loops, rows summing to 1 (None when no prior is asked)."""
+    if A is None or not beta:
+        return None
+    W = sp.csr_matrix(A, dtype=np.float64)
+    W.setdiag(0)
+    W.eliminate_zeros()
+    deg = np.asarray(W.sum(1)).ravel()
+    deg[deg == 0] = 1
+    return sp.diags(1 / deg) @ W
+
+
+def em(Z, codes, C, *, A=None, beta=0.0, max_iter=300, tol=1e-5, reg=1e-4, mf_iter=1):
+    """tied mixture, painted clamped, optional Potts mean-field prior beta * (W @ R)."""
+    n, D = Z.shape
+    lab = codes >= 0
+    mu, S, eps = _tied_start(Z, codes, C, reg)
     log_pi = np.full(C, -np.log(C))
-    W = None
-    if A is not None and beta:
-        W = sp.csr_matrix(A, dtype=np.float64)
-        W.setdiag(0)
-        W.eliminate_zeros()
-        deg = np.asarray(W.sum(1)).ravel()
-        deg[deg == 0] = 1
-        W = sp.diags(1 / deg) @ W
+    W = _row_normalised(A, beta)
     R = None
     for _ in range(max_iter):
         ll = _log_gauss(Z, mu, S)
@@ -160,9 +173,11 @@ def em(Z, codes, C, *, A=None, beta=0.0, max_iter=300, tol=1e-5, reg=1e-4, mf_it
     }
 
 
-def calibrated(fit, Z, codes, C, fold):
+def calibrated(fit, Z, codes, C, fold, ensemble=False):
+    """temperature from held-out stroke folds; with ``ensemble`` the mean over the full and
+    the fold fits' probabilities (the fold mean that tl adopted), else the full fit's."""
     lp, _info = fit(Z, codes)
-    H, Y = [], []
+    H, Y, fulls = [], [], [lp]
     for f in np.unique(fold[fold >= 0]):
         out = (fold == f) & (codes >= 0)
         y = codes.copy()
@@ -172,8 +187,11 @@ def calibrated(fit, Z, codes, C, fold):
         lpf, _ = fit(Z, y)
         H.append(lpf[out])
         Y.append(codes[out])
+        fulls.append(lpf)
     T = fit_temperature(np.vstack(H), np.concatenate(Y)) if H else 1.0
-    return softmax(lp / T, axis=1)
+    if not ensemble:
+        return softmax(lp / T, axis=1)
+    return np.mean([softmax(lg / T, axis=1) for lg in fulls], axis=0)
 
 
 def mrf(beta, rounds=1, mf_iter=1):
@@ -258,22 +276,10 @@ def em_qda(
     """per-class covariance shrunk towards the tied one: S_k = (1-lam) S_k + lam S_tied."""
     n, D = Z.shape
     lab = codes >= 0
-    eps = reg * float(Z.var(0).mean() or 1.0)
-    mu = np.stack([Z[codes == k].mean(0) for k in range(C)])
-    res = Z[lab] - mu[codes[lab]]
-    St = res.T @ res / lab.sum() + eps * np.eye(D)
-    if lab.sum() <= D:
-        St = np.cov(Z.T) + eps * np.eye(D)
+    mu, St, eps = _tied_start(Z, codes, C, reg)
     Ss = [St] * C
     log_pi = np.full(C, -np.log(C))
-    W = None
-    if A is not None and beta:
-        W = sp.csr_matrix(A, dtype=np.float64)
-        W.setdiag(0)
-        W.eliminate_zeros()
-        deg = np.asarray(W.sum(1)).ravel()
-        deg[deg == 0] = 1
-        W = sp.diags(1 / deg) @ W
+    W = _row_normalised(A, beta)
     R = None
     for it in range(max_iter):
         lp = (_lg_k(Z, mu, Ss) if it >= start_iter else _log_gauss(Z, mu, St)) + log_pi
@@ -406,12 +412,7 @@ def em_scaled(Z, codes, C, *, max_iter=300, tol=1e-5, reg=1e-4, w=1.0, smin=0.2,
     """tied covariance up to a per-class scale s_k (S_k = s_k S)."""
     _n, D = Z.shape
     lab = codes >= 0
-    eps = reg * float(Z.var(0).mean() or 1.0)
-    mu = np.stack([Z[codes == k].mean(0) for k in range(C)])
-    res = Z[lab] - mu[codes[lab]]
-    S = res.T @ res / lab.sum() + eps * np.eye(D)
-    if lab.sum() <= D:
-        S = np.cov(Z.T) + eps * np.eye(D)
+    mu, S, eps = _tied_start(Z, codes, C, reg)
     s = np.ones(C)
     log_pi = np.full(C, -np.log(C))
     wt = np.where(lab, w, 1.0)
@@ -527,20 +528,7 @@ def sub(m, w=1.0, spread=0.5, rounds=1):
 
 
 def calibrated_ens(fit, Z, codes, C, fold):
-    lp, _ = fit(Z, codes)
-    H, Y, fulls = [], [], [lp]
-    for f in np.unique(fold[fold >= 0]):
-        out = (fold == f) & (codes >= 0)
-        y = codes.copy()
-        y[out] = -1
-        if np.bincount(y[y >= 0], minlength=C).min() == 0:
-            continue
-        lpf, _ = fit(Z, y)
-        H.append(lpf[out])
-        Y.append(codes[out])
-        fulls.append(lpf)
-    T = fit_temperature(np.vstack(H), np.concatenate(Y)) if H else 1.0
-    return np.mean([softmax(lg / T, axis=1) for lg in fulls], axis=0)
+    return calibrated(fit, Z, codes, C, fold, ensemble=True)
 
 
 def rw_ens(beta=3.0, mix=1.0, ens=True):
