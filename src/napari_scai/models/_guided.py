@@ -213,11 +213,11 @@ def random_walker_log_prob(
     P[lab, codes[lab]] = 1.0
     if u.size:
         deg = np.asarray(W.sum(1)).ravel()
-        Wuu = W[u][:, u]
+        Wu = W[u]  # rows of the unpainted spots, sliced once for both blocks
         # tiny ridge: a component without painted spots has a singular block; it decays to 0
         d_u = deg[u] + 1e-9 * (deg.mean() or 1.0)
-        Luu = (sp.diags(d_u) - Wuu).tocsr()
-        B = W[u][:, np.nonzero(lab)[0]] @ P[lab]
+        Luu = (sp.diags(d_u) - Wu[:, u]).tocsr()
+        B = Wu[:, np.nonzero(lab)[0]] @ P[lab]
         M = LinearOperator(Luu.shape, matvec=lambda x: x / d_u, dtype=np.float64)
         for k in range(C):
             x, _ = cg(Luu, B[:, k], rtol=rtol, maxiter=maxiter, M=M)
