@@ -36,3 +36,13 @@ def dlpfc_sdata():
     from napari_scai.datasets import dlpfc_151673
 
     return dlpfc_151673()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_model_cache():
+    """Each test trains its own models: none reuses an ensemble kept by an earlier test."""
+    from napari_scai.tl._domains import clear_model_cache
+
+    clear_model_cache()
+    yield
+    clear_model_cache()

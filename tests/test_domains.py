@@ -14,7 +14,7 @@ from sklearn.metrics import adjusted_rand_score
 from napari_scai.graph import build_knn_graph
 from napari_scai.models import Cancelled, Runtime, resolve_device
 from napari_scai.models.domains import DomainConfig, spatial_tiles, train_domain_model
-from napari_scai.tl._domains import spatial_domains
+from napari_scai.tl._domains import clear_model_cache, spatial_domains
 
 
 def synthetic_section(n: int = 1200, n_genes: int = 80, k: int = 4, seed: int = 0) -> ad.AnnData:
@@ -74,6 +74,7 @@ def test_spatial_domains_writes_results_and_recovers_planted_domains():
 def test_same_seed_gives_identical_labels_cpu():
     a, b = synthetic_section(), synthetic_section()
     spatial_domains(a, n_domains=4, device="cpu", seed=7, **FAST)
+    clear_model_cache()  # train again: the second run must not reuse the first one's models
     spatial_domains(b, n_domains=4, device="cpu", seed=7, **FAST)
     assert np.array_equal(a.obs["scai_domain"].to_numpy(), b.obs["scai_domain"].to_numpy())
     assert np.array_equal(a.obsm["X_scai_domain"], b.obsm["X_scai_domain"])
@@ -165,6 +166,7 @@ def test_dlpfc_151673_accuracy():
 def test_cuda_deterministic_and_close_to_cpu():
     a, b, c = synthetic_section(), synthetic_section(), synthetic_section()
     spatial_domains(a, n_domains=4, device="cuda", seed=0, **FAST)
+    clear_model_cache()
     spatial_domains(b, n_domains=4, device="cuda", seed=0, **FAST)
     spatial_domains(c, n_domains=4, device="cpu", seed=0, **FAST)
     assert np.array_equal(a.obs["scai_domain"].to_numpy(), b.obs["scai_domain"].to_numpy())

@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial import cKDTree
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
-from napari_scai.tl._domains import spatial_domains
+from napari_scai.tl._domains import clear_model_cache, spatial_domains
 from tests.test_domains import synthetic_section
 
 GUIDED_FAST = dict(epochs=40, n_comps=20, n_top_genes=80, device="cpu")
@@ -237,6 +237,41 @@ def test_guided_run_is_deterministic_for_a_seed():
     a.obs["strokes"] = pd.Categorical(paint_discs(a, seed=5))
     b = a.copy()
     spatial_domains(a, annotation_key="strokes", seed=3, **dict(GUIDED_FAST, epochs=20))
+    clear_model_cache()  # train again: the second run must not reuse the first one's models
     spatial_domains(b, annotation_key="strokes", seed=3, **dict(GUIDED_FAST, epochs=20))
     assert list(a.obs["scai_domain"]) == list(b.obs["scai_domain"])
     assert np.array_equal(a.obs["scai_domain_confidence"], b.obs["scai_domain_confidence"])
+
+
+def test_guided_rerun_after_more_strokes_reuses_the_trained_models(monkeypatch):
+    """Painting more strokes and pressing Run again skips the training (the strokes do not
+    enter it) and gives what a run from scratch gives; another seed trains again."""
+    import napari_scai.models.domains as dm
+
+    calls = []
+    real = dm.train_domain_ensemble
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("seeds"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dm, "train_domain_ensemble", counting)
+    a = synthetic_section(300, seed=16)
+    first = paint_discs(a, seed=6)
+    a.obs["strokes"] = pd.Categorical(first)
+    fast = dict(GUIDED_FAST, epochs=20)
+    spatial_domains(a, annotation_key="strokes", seed=4, **fast)
+    assert len(calls) == 1
+    more = paint_discs(a, seed=7)
+    a.obs["strokes"] = pd.Categorical(np.where(first != None, first, more))  # noqa: E711
+    msgs = []
+    spatial_domains(a, annotation_key="strokes", seed=4, progress=lambda *m: msgs.append(m), **fast)
+    assert len(calls) == 1, "the re-run trained again"
+    assert any("reusing the trained models" in str(m) for m in msgs)
+    cached = a.obs["scai_domain"].to_numpy().copy()
+    clear_model_cache()
+    spatial_domains(a, annotation_key="strokes", seed=4, **fast)
+    assert len(calls) == 2
+    assert np.array_equal(cached, a.obs["scai_domain"].to_numpy())
+    spatial_domains(a, annotation_key="strokes", seed=5, **fast)
+    assert len(calls) == 3  # another seed: other models

@@ -316,6 +316,7 @@ def calibrated_semi_supervised_mixture(
     graph: Any = None,
     walker_beta: float = WALKER_BETA,
     fold_ensemble: bool = True,
+    free_steps: int = 0,
     cancel: Any = None,
     **em_kwargs: Any,
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -332,7 +333,10 @@ def calibrated_semi_supervised_mixture(
     which strokes it is connected to without crossing an expression change), with edge
     sharpness ``walker_beta``. ``fold_ensemble``: the returned probabilities are the mean of
     ``softmax(log_post / T)`` over the full fit and the held-out fits (fits that disagree
-    lower the confidence); else the full fit's alone.
+    lower the confidence); else the full fit's alone. ``free_steps``: after each fit, this
+    many EM iterations with free means, started from its responsibilities (with
+    ``fixed_means=True``: the means move from the painted means towards the data, short of
+    the drift of a free fit to convergence; DESIGN-NOTES, guided round four).
 
     Returns (probabilities n x C, info with ``temperature``, ``n_held_out``,
     ``held_out_accuracy``, ``n_iter``, ``n_fits_averaged``).
@@ -353,14 +357,22 @@ def calibrated_semi_supervised_mixture(
             graph=graph,
             walker_beta=walker_beta,
             fold_ensemble=fold_ensemble,
+            free_steps=free_steps,
             cancel=cancel,
             **em_kwargs,
         )
 
 
-def _calibrated(Z, codes, n_classes, fold, *, graph, walker_beta, fold_ensemble, cancel, **kw):
+def _calibrated(
+    Z, codes, n_classes, fold, *, graph, walker_beta, fold_ensemble, free_steps, cancel, **kw
+):
     def fit(y):
         lp, inf = semi_supervised_mixture(Z, y, n_classes, cancel=cancel, **kw)
+        if free_steps > 0:
+            free = dict(kw, fixed_means=False, max_iter=int(free_steps))
+            lp, _ = semi_supervised_mixture(
+                Z, y, n_classes, init_resp=np.exp(lp), cancel=cancel, **free
+            )
         if graph is not None:
             lp = log_softmax(
                 lp + random_walker_log_prob(Z, graph, y, n_classes, beta=walker_beta), axis=1

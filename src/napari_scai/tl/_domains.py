@@ -235,6 +235,12 @@ def _train_members(feats, A, batch, coords, cfg, rt, *, seed, n_models, labels_p
     # intra-op thread), else one after the other, and its messages name the members in
     # training. Guided members see different labels (cross-fitting) and so train in turn.
     together = labels_per_member is None
+    key = _member_key(feats, A, batch, coords, cfg, rt.device, seeds) if together else None
+    if key is not None and _MEMBER_CACHE.get("key") == key:
+        # same input, settings, seeds and device as the last unsupervised training: its
+        # (deterministic) result, e.g. a guided re-run after more strokes were painted
+        rt.report(90, 100, "reusing the trained models (input and settings unchanged)")
+        return [Zm.copy() for Zm in _MEMBER_CACHE["Zs"]], None, list(_MEMBER_CACHE["losses"])
     groups = [list(range(n_models))] if together else [[m] for m in range(n_models)]
     Zs, logits, losses = [], [], []
     for g, members in enumerate(groups):
@@ -261,7 +267,45 @@ def _train_members(feats, A, batch, coords, cfg, rt, *, seed, n_models, labels_p
         per = info.get("final_loss_per_member")
         hist = info["loss_history"]
         losses += per if per else [float(hist[-1]) if hist else float("nan")]
+    if key is not None and sum(Zm.size for Zm in Zs) <= MEMBER_CACHE_MAX_FLOATS:
+        _MEMBER_CACHE.clear()
+        _MEMBER_CACHE.update(key=key, Zs=[Zm.copy() for Zm in Zs], losses=list(losses))
     return Zs, (logits or None), losses
+
+
+#: The last unsupervised ensemble's embeddings, kept in memory (one entry) so that a guided
+#: re-run with more strokes, or a guided run after an unsupervised one on the same section and
+#: settings, skips the training (the strokes do not enter it). Up to this many floats (256 MB
+#: of float32: 3 members x 32 dims x 670,000 spots); larger runs are not kept.
+MEMBER_CACHE_MAX_FLOATS = 64_000_000
+_MEMBER_CACHE: dict[str, Any] = {}
+
+
+def clear_model_cache() -> None:
+    """Forget the kept unsupervised ensemble (frees its memory; the next run trains)."""
+    _MEMBER_CACHE.clear()
+
+
+def _member_key(feats, A, batch, coords, cfg, device, seeds) -> tuple | None:
+    """Fingerprint of everything the unsupervised training reads (None: not cacheable)."""
+    import dataclasses
+    import hashlib
+
+    if not isinstance(feats, np.ndarray):
+        return None
+    h = hashlib.blake2b(digest_size=16)
+    for arr in (feats, batch, coords):
+        if arr is not None:
+            a = np.ascontiguousarray(arr)
+            h.update(str((a.dtype, a.shape)).encode())
+            h.update(a.tobytes())
+        else:
+            h.update(b"none")
+    G = sp.csr_matrix(A)
+    for arr in (G.indptr, G.indices, G.data):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(repr(dataclasses.asdict(cfg)).encode())
+    return (h.hexdigest(), str(device), tuple(int(x) for x in seeds), G.shape)
 
 
 def _combine(Zs: list[np.ndarray], latent_dim: int, seed: int) -> np.ndarray:

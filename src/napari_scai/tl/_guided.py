@@ -13,6 +13,10 @@ import numpy as np
 
 #: Folds of painted strokes used to fit the confidence temperature (independent of n_models).
 N_CALIBRATION_FOLDS = 3
+#: EM iterations with free means after the fixed-means fit (guided round four, DESIGN-NOTES:
+#: development strokes 200-205, +0.007 ARI on each of 151673, 151674 and STARmap; 20 steps
+#: drift back down on 151673).
+GUIDED_FREE_STEPS = 1
 
 
 def _guided_mixture(
@@ -82,7 +86,14 @@ def _guided_mixture(
     # mixture (means at the painted means) x random walker on the spatial graph, fold-averaged
     # (guided12, DESIGN-NOTES "round three")
     P, em = calibrated_semi_supervised_mixture(
-        Z_em, codes, len(names), fold, graph=A, fixed_means=True, cancel=rt.cancel
+        Z_em,
+        codes,
+        len(names),
+        fold,
+        graph=A,
+        fixed_means=True,
+        free_steps=GUIDED_FREE_STEPS,
+        cancel=rt.cancel,
     )
     info = {
         "guided_model": "semi-supervised tied Gaussian mixture (means at the painted means) on"
