@@ -60,6 +60,7 @@ HELPERS = {
     "points_in_polygons": "geometry primitive on an (n, 2) array and shapely polygons",
     "annotations_to_geodataframe": "builds the annotation shapes element from polygons",
     "import_geojson": "a reader: its input is the file; it returns a new GeoDataFrame",
+    "clear_model_cache": "takes no data: frees the kept unsupervised domain ensemble",
 }
 
 

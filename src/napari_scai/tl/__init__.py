@@ -9,6 +9,7 @@
 ``transfer_labels``        annotated reference section -> labels + confidence on queries
 ``communication``          spatial ligand–receptor signalling -> ``CommunicationReport``
 ``integrate``              multimodal joint embedding + per-cell modality weights (+ clusters)
+``clear_model_cache``      forget the kept unsupervised domain ensemble (frees its memory)
 =========================  ===========================================================
 """
 
@@ -32,6 +33,7 @@ __all__ = [
     "CompareReport",
     "annotate_from_shapes",
     "annotations_to_geodataframe",
+    "clear_model_cache",
     "communication",
     "communication_edges",
     "compare",
@@ -55,6 +57,10 @@ def __getattr__(name: str) -> Any:
         from napari_scai.tl._domains import spatial_domains
 
         return spatial_domains
+    if name == "clear_model_cache":
+        from napari_scai.tl._domains import clear_model_cache
+
+        return clear_model_cache
     # --- domains2 (issue 11): label transfer between sections
     if name == "transfer_labels":
         from napari_scai.tl._transfer import transfer_labels

@@ -579,7 +579,11 @@ def spatial_domains(
         Size of the ensemble: this many models (seeds derived from ``seed``) are trained and
         their standardised embeddings concatenated and reduced by PCA to ``latent_dim`` before
         clustering. Averages out seed-to-seed variation of single models (costs ``n_models``
-        trainings). Guided mode trains the same ensemble (the strokes do not enter it).
+        trainings). Guided mode trains the same ensemble (the strokes do not enter it). The
+        last unsupervised ensemble is kept in memory: a run on the same input with the same
+        settings, seed and device (e.g. guided again after more strokes were painted, or
+        guided after an unsupervised run) reuses it instead of training, with the same result;
+        :func:`napari_scai.tl.clear_model_cache` frees it.
     n_domains_range
         Candidate K (inclusive) when ``n_domains`` is None.
     k_selection
