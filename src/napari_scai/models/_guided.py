@@ -59,6 +59,7 @@ def semi_supervised_mixture(
     init_cov: str = "painted",
     painted_weight: float = 1.0,
     fixed_means: bool = False,
+    weights: str = "fitted",
     cancel: Any = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """EM of a tied-covariance Gaussian mixture, one component per class, painted spots clamped.
@@ -92,6 +93,11 @@ def semi_supervised_mixture(
         optimum splits a thick layer whose expression changes with depth between its
         neighbours (DESIGN-NOTES, round three); anchoring them measured higher on the
         development strokes.
+    weights
+        ``"fitted"`` (EM updates the mixing weights) or ``"painted"`` (held at the painted
+        spots' class proportions). Fitted weights feed back: a component whose mean sits
+        nearer a thick neighbour's spots takes them, grows, and takes more (DLPFC: a thin layer
+        swallowing half of L3); held weights stop that (DESIGN-NOTES, guided round four).
     cancel
         Optional token with ``is_set()``; checked every iteration.
 
@@ -118,7 +124,11 @@ def semi_supervised_mixture(
     S = res.T @ res / max(lab.sum(), 1) + eps * np.eye(D)
     if init_cov == "total" or lab.sum() <= D:  # all spots' covariance (broad start)
         S = np.cov(Z.T).reshape(D, D) + eps * np.eye(D)
+    if weights not in ("fitted", "painted"):
+        raise ValueError(f"weights={weights!r}; use 'fitted' or 'painted'")
     log_pi = np.full(C, -np.log(C))
+    if weights == "painted":
+        log_pi = np.log(counts / counts.sum())
     R = None
     wt = np.where(lab, float(painted_weight), 1.0)
     if init_resp is not None:
@@ -129,7 +139,8 @@ def semi_supervised_mixture(
         mu = (R0.T @ Z) / Nk[:, None]
         S = (Z.T @ Z - (mu * Nk[:, None]).T @ mu) / n + eps * np.eye(D)
         S = (S + S.T) / 2
-        log_pi = np.log(Nk / n)
+        if weights == "fitted":
+            log_pi = np.log(Nk / n)
         if fixed_means:
             mu = np.stack([Z[codes == k].mean(0) for k in range(C)])
     converged = False
@@ -156,7 +167,8 @@ def semi_supervised_mixture(
         S = (Z * wt[:, None]).T @ Z - M.T @ mu - mu.T @ M + (mu * Nk[:, None]).T @ mu
         S = S / wt.sum() + eps * np.eye(D)
         S = (S + S.T) / 2
-        log_pi = np.log(Nk / wt.sum())
+        if weights == "fitted":
+            log_pi = np.log(Nk / wt.sum())
     lp = _log_gauss(Z, mu, S) + log_pi
     lse = logsumexp(lp, axis=1, keepdims=True)
     log_post = lp - lse

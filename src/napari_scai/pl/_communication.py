@@ -160,7 +160,12 @@ def communication_flows(
     adata, _ = _resolve(data, table)
     xy = _coords(data, table, spatial_key)
     edges = communication_edges(
-        data, interaction=interaction, table=table, key_added=key_added, top=None, spatial_key=spatial_key
+        data,
+        interaction=interaction,
+        table=table,
+        key_added=key_added,
+        top=None,
+        spatial_key=spatial_key,
     )
     edges = edges[edges["sender"] != edges["receiver"]].head(int(top))
     ax = _axes(ax)

@@ -17,6 +17,14 @@ N_CALIBRATION_FOLDS = 3
 #: development strokes 200-205, +0.007 ARI on each of 151673, 151674 and STARmap; 20 steps
 #: drift back down on 151673).
 GUIDED_FREE_STEPS = 1
+#: Mixing weights of the guided mixture: held at the painted class proportions (round four).
+GUIDED_WEIGHTS = "painted"
+#: Second expert of the guided mixture: the model input's first PCs, spatially smoothed
+#: (round four: averaging it with the embedding's expert measured higher on the development
+#: strokes than either alone).
+GUIDED_EXPRESSION_EXPERT = True
+EXPRESSION_EXPERT_COMPS = 30
+EXPRESSION_EXPERT_SMOOTH_ROUNDS = 3
 
 
 def _guided_mixture(
@@ -74,38 +82,57 @@ def _guided_mixture(
             Z = np.asarray(S @ Z, dtype=np.float32)
     rt.report(90, 100, "semi-supervised mixture on the annotated classes")
     fold = _cross_fit_folds(codes, A, coords, N_CALIBRATION_FOLDS, seed)
-    Z_em = Z.astype(np.float64)
     n_lab = int((codes >= 0).sum())
-    if n_lab < 2 * Z_em.shape[1]:
-        # few painted spots for a D-dim tied covariance: the mixture runs on the top PCs
-        # (a 400-spot section with 26 painted spots: ARI 0.09 in 32 dims, 0.87 in 13)
-        from napari_scai.preprocess import pca
+    # two experts, averaged: the GNN embedding and the spatially smoothed expression PCs (the
+    # model's own input); each gets the mixture x walker with its own temperature
+    experts = {"embedding": Z.astype(np.float64)}
+    if GUIDED_EXPRESSION_EXPERT:
+        Sx = normalize_adjacency(A, self_loops=True, kind="row")
+        X = np.asarray(feats[:, : min(EXPRESSION_EXPERT_COMPS, feats.shape[1])], np.float64)
+        for _ in range(EXPRESSION_EXPERT_SMOOTH_ROUNDS):
+            X = np.asarray(Sx @ X)
+        experts["expression"] = X
+    Ps, fits = [], {}
+    for label, X in experts.items():
+        if n_lab < 2 * X.shape[1]:
+            # few painted spots for a D-dim tied covariance: the mixture runs on the top PCs
+            # (a 400-spot section with 26 painted spots: ARI 0.09 in 32 dims, 0.87 in 13)
+            from napari_scai.preprocess import pca
 
-        d = min(Z_em.shape[1], max(len(names), n_lab // 2))
-        Z_em = pca(Z_em, n_comps=d, seed=seed).astype(np.float64)
-    # mixture (means at the painted means) x random walker on the spatial graph, fold-averaged
-    # (guided12, DESIGN-NOTES "round three")
-    P, em = calibrated_semi_supervised_mixture(
-        Z_em,
-        codes,
-        len(names),
-        fold,
-        graph=A,
-        fixed_means=True,
-        free_steps=GUIDED_FREE_STEPS,
-        cancel=rt.cancel,
-    )
+            d = min(X.shape[1], max(len(names), n_lab // 2))
+            X = pca(X, n_comps=d, seed=seed).astype(np.float64)
+        # mixture (means at the painted means, weights at the painted proportions, one free
+        # step) x random walker on the spatial graph, fold-averaged (DESIGN-NOTES, round four)
+        P_e, em = calibrated_semi_supervised_mixture(
+            X,
+            codes,
+            len(names),
+            fold,
+            graph=A,
+            fixed_means=True,
+            weights=GUIDED_WEIGHTS,
+            free_steps=GUIDED_FREE_STEPS,
+            cancel=rt.cancel,
+        )
+        Ps.append(P_e)
+        fits[label] = dict(em, dims=int(X.shape[1]))
+    P = np.mean(Ps, axis=0)
+    em = fits["embedding"]
     info = {
-        "guided_model": "semi-supervised tied Gaussian mixture (means at the painted means) on"
-        " the unsupervised embedding x random walker on the spatial graph",
+        "guided_model": "mean of two experts, each a semi-supervised tied Gaussian mixture (means"
+        " at the painted means) x random walker on the spatial graph: on the unsupervised"
+        " embedding" + (" and on the smoothed expression PCs" if len(fits) > 1 else ""),
+        "experts": list(fits),
         "n_fits_averaged": em["n_fits_averaged"],
         "temperature": em["temperature"],
-        "n_labelled": int((codes >= 0).sum()),
+        "temperatures": [f["temperature"] for f in fits.values()],
+        "n_labelled": n_lab,
         "n_held_out": em["n_held_out"],
         "held_out_accuracy": em["held_out_accuracy"],
+        "held_out_accuracies": [f["held_out_accuracy"] for f in fits.values()],
         "em_iterations": em["n_iter"],
         "em_converged": bool(em["converged"]),
-        "em_dims": int(Z_em.shape[1]),
+        "em_dims": em["dims"],
         "final_loss": losses,
         "graph": A,
     }
