@@ -25,6 +25,10 @@ GUIDED_WEIGHTS = "painted"
 GUIDED_EXPRESSION_EXPERT = True
 EXPRESSION_EXPERT_COMPS = 30
 EXPRESSION_EXPERT_SMOOTH_ROUNDS = 3
+#: Third expert: the unsupervised mixture (K = number of classes) on the embedding, its
+#: components named by Hungarian matching to the painted spots, tempered on them.
+GUIDED_UNSUPERVISED_EXPERT = True
+UNSUPERVISED_EXPERT_N_INIT = 10
 
 
 def _guided_mixture(
@@ -116,6 +120,8 @@ def _guided_mixture(
         )
         Ps.append(P_e)
         fits[label] = dict(em, dims=int(X.shape[1]))
+    if GUIDED_UNSUPERVISED_EXPERT:
+        Ps.append(_unsupervised_expert(Z, codes, len(names), seed=seed, rt=rt))
     P = np.mean(Ps, axis=0)
     em = fits["embedding"]
     info = {
@@ -137,3 +143,33 @@ def _guided_mixture(
         "graph": A,
     }
     return P.astype(np.float64), Z, sample, info
+
+
+def _unsupervised_expert(Z, codes, n_classes, *, seed, rt):
+    """The unsupervised tied mixture's posteriors with components renamed to classes.
+
+    Components are matched one to one to classes by their painted spots (Hungarian, most
+    painted mass); the temperature is fitted on the painted spots, which this expert never saw.
+    """
+    from scipy.optimize import linear_sum_assignment
+    from scipy.special import log_softmax
+
+    from napari_scai.models._guided import fit_temperature
+    from napari_scai.models.cluster import GaussianMixture
+
+    gmm = GaussianMixture(
+        n_classes,
+        n_init=UNSUPERVISED_EXPERT_N_INIT,
+        seed=seed,
+        device=rt.device,
+        cancel=rt.cancel,
+    ).fit(Z)
+    Q = np.asarray(gmm.predict_proba(Z), dtype=np.float64)
+    lab = codes >= 0
+    mass = Q[lab].T @ np.eye(n_classes)[codes[lab]]  # components x classes
+    comp, cls = linear_sum_assignment(-mass)
+    order = np.empty(n_classes, dtype=np.int64)
+    order[cls] = comp
+    logQ = np.log(np.maximum(Q[:, order], 1e-12))
+    T = fit_temperature(logQ[lab], codes[lab])
+    return np.exp(log_softmax(logQ / T, axis=1))
