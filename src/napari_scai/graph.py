@@ -29,6 +29,7 @@ __all__ = [
     "build_radius_graph",
     "build_visium_graph",
     "graph_stats",
+    "mutual_nearest_pairs",
     "normalize_adjacency",
     "spatial_graph",
     "to_torch_csr",
@@ -180,6 +181,54 @@ def block_diagonal(graphs: Sequence[sp.spmatrix]) -> sp.csr_matrix:
     out = sp.block_diag([sp.csr_matrix(g) for g in graphs], format="csr", dtype=np.float32)
     out.sort_indices()
     return out
+
+
+def mutual_nearest_pairs(
+    X: np.ndarray, sample: np.ndarray, k: int = 10, reference: int = 0
+) -> np.ndarray:
+    """Mutual nearest neighbours (cosine) between the ``reference`` sample and every other one.
+
+    A pair (i, j), i in the reference and j in another sample, is kept when j is among the
+    ``k`` nearest of i in that sample and i among the ``k`` nearest of j in the reference
+    (the anchors of MNN batch correction, Haghverdi et al. 2018). Returns a P x 2 int64 array of
+    row indices into ``X``; memory O(n k), no N x N matrix.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    X = np.asarray(X, dtype=np.float32)
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    sample = np.asarray(sample)
+    ref = np.nonzero(sample == reference)[0]
+    out = []
+    for s in np.unique(sample):
+        if s == reference:
+            continue
+        other = np.nonzero(sample == s)[0]
+        kk = min(k, ref.size, other.size)
+        if kk == 0:
+            continue
+        ro = (
+            NearestNeighbors(n_neighbors=kk).fit(X[other]).kneighbors(X[ref], return_distance=False)
+        )
+        orr = (
+            NearestNeighbors(n_neighbors=kk).fit(X[ref]).kneighbors(X[other], return_distance=False)
+        )
+        a = sp.csr_matrix(
+            (np.ones(ro.size, dtype=np.float32), (np.repeat(np.arange(ref.size), kk), ro.ravel())),
+            shape=(ref.size, other.size),
+        )
+        b = sp.csr_matrix(
+            (
+                np.ones(orr.size, dtype=np.float32),
+                (orr.ravel(), np.repeat(np.arange(other.size), kk)),
+            ),
+            shape=(ref.size, other.size),
+        )
+        i, j = a.multiply(b).nonzero()
+        out.append(np.stack([ref[i], other[j]], 1))
+    if not out:
+        return np.empty((0, 2), dtype=np.int64)
+    return np.concatenate(out).astype(np.int64)
 
 
 def normalize_adjacency(

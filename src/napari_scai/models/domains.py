@@ -109,6 +109,10 @@ class DomainConfig:
     #: weight of the guided cross-entropy term, equal to ``w_rec``: the labelled nodes' classes
     #: count as much as their reconstruction (1.0 measured 0.015 ARI lower on a DLPFC dev check)
     w_cls: float = 10.0
+    #: weight of the cross-section alignment term (``pairs`` of :func:`train_domain_ensemble`):
+    #: mean squared embedding distance of mutual-nearest-neighbour spot pairs across sections;
+    #: 0 leaves it out (the default everywhere except label transfer)
+    w_align: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -416,6 +420,7 @@ def train_domain_ensemble(
     coords: np.ndarray | None = None,
     target: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    pairs: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Train ``len(seeds)`` independent models (see :class:`DomainGNN`).
 
@@ -436,7 +441,9 @@ def train_domain_ensemble(
     ``runtime`` gives the device, progress and cancel (its seed seeds global state only, and
     the caller's global RNG state and determinism flags are restored afterwards). Progress
     messages name the member(s) in training (``"model 2/3: ..."``, ``"models 1-3/3 in
-    parallel: ..."``). Returns one embedding per member and an info dict (loss history summed
+    parallel: ..."``). ``pairs`` (P x 2 node indices, e.g. mutual nearest neighbours across
+    sections) adds ``cfg.w_align`` times their mean squared embedding distance to the loss
+    (full batch only). Returns one embedding per member and an info dict (loss history summed
     over members).
     """
     cfg = cfg or DomainConfig()
@@ -453,10 +460,10 @@ def train_domain_ensemble(
             if outer is not None and M > 1:
                 rt.progress = lambda i, t, msg: outer(i, t, f"models 1-{M}/{M}: {msg}")
             try:
-                return _train(X, graph, cfg, rt, seeds, batch, coords, target, labels)
+                return _train(X, graph, cfg, rt, seeds, batch, coords, target, labels, pairs)
             finally:
                 rt.progress = outer
-        args = (X, graph, cfg, batch, coords, target, labels)
+        args = (X, graph, cfg, batch, coords, target, labels, pairs)
         workers = member_threads(M, n_threads) if full and cfg.dropout == 0 else 1
         if workers > 1:
             results = _train_in_threads(rt, seeds, workers, args)
@@ -485,7 +492,7 @@ def _member_runtime(rt: Runtime, progress: Any, cancel: Any) -> Runtime:
 
 
 def _train_one_by_one(rt: Runtime, seeds: list[int], args: tuple) -> list[tuple]:
-    X, graph, cfg, batch, coords, target, labels = args
+    X, graph, cfg, batch, coords, target, labels, pairs = args
     outer, M = rt.progress, len(seeds)
     results = []
     for m, s in enumerate(seeds):
@@ -496,7 +503,7 @@ def _train_one_by_one(rt: Runtime, seeds: list[int], args: tuple) -> list[tuple]
                 outer(m * t + i, M * t, f"model {m + 1}/{M}: {msg}")
 
         mrt = _member_runtime(rt, progress, rt.cancel)
-        results.append(_train(X, graph, cfg, mrt, [s], batch, coords, target, labels))
+        results.append(_train(X, graph, cfg, mrt, [s], batch, coords, target, labels, pairs))
     return results
 
 
@@ -519,7 +526,7 @@ def _train_in_threads(rt: Runtime, seeds: list[int], workers: int, args: tuple) 
     """
     import threading
 
-    X, graph, cfg, batch, coords, target, labels = args
+    X, graph, cfg, batch, coords, target, labels, pairs = args
     M = len(seeds)
     stop = threading.Event()
     cancel = _EitherSet(rt.cancel, stop)
@@ -542,7 +549,9 @@ def _train_in_threads(rt: Runtime, seeds: list[int], workers: int, args: tuple) 
 
             mrt = _member_runtime(rt, progress, cancel)
             try:
-                results[m] = _train(X, graph, cfg, mrt, [seeds[m]], batch, coords, target, labels)
+                results[m] = _train(
+                    X, graph, cfg, mrt, [seeds[m]], batch, coords, target, labels, pairs
+                )
                 done[m] = total[m]
             except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
                 with lock:
@@ -596,7 +605,23 @@ def _adam_impl(device: torch.device) -> dict[str, bool]:
     return {"fused": True} if torch.device(device).type in ("cpu", "cuda") else {}
 
 
-def _train(X, graph, cfg, rt, seeds, batch, coords, target, labels=None):
+def _pair_difference(pairs: Any, n: int, device: Any) -> SparseAdj | None:
+    """``D`` (P x n, +1 at the first spot of a pair, -1 at the second) as CSR tensors both
+    ways, so ``D @ z`` gives the pairs' embedding differences with no gather or scatter (the
+    backward is ``D.T @ g``, a row-parallel CSR product: deterministic, no atomics)."""
+    if pairs is None or len(pairs) == 0:
+        return None
+    p = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if p.min() < 0 or p.max() >= n:
+        raise ValueError(f"pairs must index nodes 0..{n - 1}")
+    k = p.shape[0]
+    rows = np.repeat(np.arange(k), 2)
+    vals = np.tile(np.array([1.0, -1.0], dtype=np.float32), k)
+    D = sp.csr_matrix((vals, (rows, p.ravel())), shape=(k, n))
+    return SparseAdj(D, device, symmetric=False)
+
+
+def _train(X, graph, cfg, rt, seeds, batch, coords, target, labels=None, pairs=None):
     rt.start()
     # Deterministic mode also fills every new tensor with NaN (a debugging aid against reads
     # of uninitialised memory, which this loop never does): ~150 of the ~185 fills an epoch
@@ -653,6 +678,8 @@ def _train(X, graph, cfg, rt, seeds, batch, coords, target, labels=None):
         for core in spatial_tiles(np.asarray(coords), cfg.tile_size):
             idx = _khop(A, core, RECEPTIVE_HOPS)
             parts.append(_Part(idx, np.isin(idx, core), X, adj_n, adj_m, B, dev, T, Y))
+    # cross-section alignment pairs (full batch only: a tile would cut pairs apart)
+    D = _pair_difference(pairs, n, dev) if cfg.w_align > 0 and len(parts) == 1 else None
     total = cfg.epochs
     history = []
     model.train()
@@ -690,6 +717,9 @@ def _train(X, graph, cfg, rt, seeds, batch, coords, target, labels=None):
                     reduction="none",
                 ).view(-1, len(seeds))
                 loss = loss + cfg.w_cls * ce.mean(0).sum()
+            if D is not None:
+                diff = (D @ z.reshape(part.n, -1)).view(-1, z.shape[1], z.shape[2])
+                loss = loss + cfg.w_align * (diff**2).sum(-1).mean(0).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -725,5 +755,6 @@ def _train(X, graph, cfg, rt, seeds, batch, coords, target, labels=None):
         "device": str(dev),
         "reconstruction": R,
         "logits": L,
+        "n_align_pairs": 0 if D is None else int(D.shape[0]),
     }
     return list(Z), info

@@ -211,7 +211,9 @@ def _model_inputs(
     return feats, batch, sample, A, coords
 
 
-def _train_members(feats, A, batch, coords, cfg, rt, *, seed, n_models, labels_per_member):
+def _train_members(
+    feats, A, batch, coords, cfg, rt, *, seed, n_models, labels_per_member, pairs=None
+):
     """Train the ensemble; return per-member embeddings, per-member logits (or None), losses.
 
     ``labels_per_member``: None (unsupervised) or one label vector per member (-1 unlabelled).
@@ -235,7 +237,8 @@ def _train_members(feats, A, batch, coords, cfg, rt, *, seed, n_models, labels_p
     # intra-op thread), else one after the other, and its messages name the members in
     # training. Guided members see different labels (cross-fitting) and so train in turn.
     together = labels_per_member is None
-    key = _member_key(feats, A, batch, coords, cfg, rt.device, seeds) if together else None
+    cacheable = together and pairs is None
+    key = _member_key(feats, A, batch, coords, cfg, rt.device, seeds) if cacheable else None
     if key is not None and _MEMBER_CACHE.get("key") == key:
         # same input, settings, seeds and device as the last unsupervised training: its
         # (deterministic) result, e.g. a guided re-run after more strokes were painted
@@ -260,6 +263,7 @@ def _train_members(feats, A, batch, coords, cfg, rt, *, seed, n_models, labels_p
             batch=batch,
             coords=coords,
             labels=None if labels_per_member is None else labels_per_member[members[0]],
+            pairs=pairs,
         )
         Zs += Zg
         if info.get("logits") is not None:
@@ -407,8 +411,12 @@ def _guided(
     latent_dim,
     genes=None,
     logit_smooth_rounds=3,
+    align_pairs=None,
 ):
     """Semi-supervised run shared by guided ``spatial_domains`` and ``transfer_labels``.
+
+    ``align_pairs``: a function ``(feats, sample, A) -> P x 2 pairs`` of spots to pull together
+    in the embedding (label transfer's cross-section anchors), or None.
 
     Returns (probabilities n x C, smoothed embedding, graph, sample index, info dict).
     """
@@ -434,9 +442,11 @@ def _guided(
         y = codes.copy()
         y[(fold == m) & (codes >= 0)] = -1
         per_member.append(y)
+    pairs = align_pairs(feats, sample, A) if align_pairs is not None else None
     Zs, logits, losses = _train_members(
-        feats, A, batch, coords, cfg, rt, seed=seed, n_models=n_models, labels_per_member=per_member
-    )
+        feats, A, batch, coords, cfg, rt, seed=seed, n_models=n_models,
+        labels_per_member=per_member, pairs=pairs,
+    )  # fmt: skip
     rt.report(90, 100, "classifying")
     S = normalize_adjacency(A, self_loops=True, kind="row")
 
@@ -464,6 +474,7 @@ def _guided(
         "n_held_out": int(oof_y.size),
         "held_out_accuracy": oof_acc,
         "final_loss": losses,
+        "n_align_pairs": 0 if pairs is None else int(len(pairs)),
         "graph": A,
     }
     return P, Z, sample, info

@@ -41,6 +41,11 @@ QUERY_SEED_QUANTILE = 0.5
 #: per embedding dimension it is skipped (synthetic 250-300-cell test pairs, 8-9 spots per
 #: dimension, lost 0.01-0.16 ARI with it; a 500-cell pair gained 0.01; DLPFC has ~110).
 QUERY_MIXTURE_MIN_SPOTS_PER_DIM = 30
+#: Cross-section anchors of the optional alignment term (``align``; transfer round five,
+#: DESIGN-NOTES): mutual nearest neighbours (cosine, k) between the reference and each query on
+#: the model input smoothed this many rounds over the spatial graph.
+ALIGN_K = 20
+ALIGN_SMOOTH_ROUNDS = 3
 
 
 class GeneOverlapError(ValueError):
@@ -64,6 +69,17 @@ def gene_overlap(reference: Any, queries: Sequence[Any]) -> dict[str, Any]:
         "n_query": [int(q.n_vars) for q in queries],
         "fraction_of_smaller": len(genes) / max(smaller, 1),
     }
+
+
+def _anchor_pairs(feats: np.ndarray, sample: np.ndarray, A: Any) -> np.ndarray:
+    """Reference-query mutual nearest neighbours on the spatially smoothed model input."""
+    from napari_scai.graph import mutual_nearest_pairs, normalize_adjacency
+
+    X = np.asarray(feats, dtype=np.float32)
+    S = normalize_adjacency(A, self_loops=True, kind="row")
+    for _ in range(ALIGN_SMOOTH_ROUNDS):
+        X = np.asarray(S @ X, dtype=np.float32)
+    return mutual_nearest_pairs(X, sample, k=ALIGN_K, reference=0)
 
 
 def transfer_labels(
@@ -91,6 +107,7 @@ def transfer_labels(
     query_mixture: float = QUERY_MIXTURE_WEIGHT,
     query_seed_quantile: float = QUERY_SEED_QUANTILE,
     query_mean_field: float = 0.0,
+    align: float = 0.0,
     min_shared_genes: int = MIN_SHARED_GENES,
     progress: Any = None,
     cancel: Any = None,
@@ -138,6 +155,15 @@ def transfer_labels(
         left ARI unchanged (0.739 -> 0.738, 0.725 -> 0.725) and brought the mean confidence
         closer to the accuracy (0.79 -> 0.85 against 0.86 / 0.85); stronger smoothing lowered
         ARI (DESIGN-NOTES, transfer round four), so it is off by default.
+    align
+        Weight of a cross-section alignment term in training (off at 0): mutual nearest
+        neighbours between the reference and each query (:data:`ALIGN_K`, on the model input
+        smoothed :data:`ALIGN_SMOOTH_ROUNDS` rounds, :func:`napari_scai.graph.mutual_nearest_pairs`)
+        are pulled together in the embedding (``DomainConfig.w_align``). On the DLPFC
+        development seeds ``align=1`` raised the head alone from ARI 0.735 to 0.752 (mean of
+        four runs) but not the default output with the query refinement (0.757 against 0.756),
+        so it is off by default; it is meant for sections with a strong section effect
+        (DESIGN-NOTES, transfer round five). Full-batch runs only (ignored on the tiled path).
     min_shared_genes
         Refuse (:class:`GeneOverlapError`) below this many shared genes (see
         :data:`MIN_SHARED_GENES`); fewer than :data:`MIN_SHARED_FRACTION` of the smaller panel
@@ -203,7 +229,11 @@ def transfer_labels(
         )
     if ov["fraction_of_smaller"] < WARN_SHARED_FRACTION:
         warnings.warn(f"transfer_labels: only {summary}", UserWarning, stacklevel=2)
-    for name, val in (("query_mean_field", query_mean_field), ("query_mixture", query_mixture)):
+    for name, val in (
+        ("query_mean_field", query_mean_field),
+        ("query_mixture", query_mixture),
+        ("align", align),
+    ):
         if not np.isfinite(val) or val < 0:
             raise ValueError(
                 f"{name} must be a finite number >= 0, got {val!r}. Fix: pass 0 (off) or a "
@@ -223,6 +253,8 @@ def transfer_labels(
     n_q = sum(q.n_obs for q in queries)
     codes = np.concatenate([codes_ref, np.full(n_q, -1, dtype=np.int64)])
     n_models = max(int(n_models), 1)
+    if align > 0:
+        model_kwargs = dict(model_kwargs, w_align=float(align))
     cfg = DomainConfig(
         hidden_dim=hidden_dim, latent_dim=latent_dim, epochs=epochs, lr=lr, **model_kwargs
     )
@@ -246,6 +278,7 @@ def transfer_labels(
             latent_dim=latent_dim,
             genes=ov["genes"],
             logit_smooth_rounds=guided_smooth_rounds,
+            align_pairs=_anchor_pairs if cfg.w_align > 0 else None,
         )
         A = info.pop("graph")
         if query_mixture > 0:
@@ -291,6 +324,7 @@ def transfer_labels(
                 query_seed_quantile=float(query_seed_quantile),
                 query_mixture_applied_to=refined,
                 query_mean_field=float(query_mean_field),
+                align=float(cfg.w_align),
                 total_seconds=round(time.perf_counter() - t0, 3),
                 **info,
             )
