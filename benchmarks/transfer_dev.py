@@ -41,6 +41,23 @@ def cache(seed: int, tag: str = "", w_align: float = 0.0, k: int = 10, smooth: i
         ref, q = load(rname), load(qname)
         ov = gene_overlap(ref, [q])
         codes_ref, names, _ = _label_codes([ref], labels_of(rname), "reference")
+        erode = int(os.environ.get("SCAI_TRANSFER_DEV_ERODE", "0"))
+        if erode:  # leave out reference spots within `erode` hops of another class
+            from napari_scai.graph import spatial_graph
+
+            G = spatial_graph(ref)
+            lab = codes_ref.copy()
+            border = np.zeros(lab.size, dtype=bool)
+            frontier = np.zeros(lab.size, dtype=bool)
+            for c in np.unique(lab[lab >= 0]):
+                onehot = sp.csr_matrix((lab == c).astype(np.float32)[:, None])
+                near = np.asarray((G @ onehot).todense()).ravel() > 0
+                frontier |= near & (lab != c) & (lab >= 0)
+            border |= frontier
+            for _ in range(erode - 1):
+                border |= np.asarray(G @ border.astype(np.float32)).ravel() > 0
+            codes_ref = np.where(border, -1, codes_ref)
+            print(f"  eroded {int(border.sum())} boundary spots of the reference", flush=True)
         codes = np.concatenate([codes_ref, np.full(q.n_obs, -1)])
         extra = json.loads(os.environ.get("SCAI_TRANSFER_DEV_CFG", "{}"))  # other cfg fields
         cfg = DomainConfig(
