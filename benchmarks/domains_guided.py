@@ -154,6 +154,14 @@ def bench_guided(name, seeds, device):
 def transfer_g(ref, query, ref_key):
     """(g) for transfer: joint PCA 30 of shared genes (per-section scaling), kNN-7 smoothing
     within each section, logistic regression on the reference's labelled spots."""
+    Xr, Xq = transfer_g_features(ref, query)
+    y = ref.obs[ref_key]
+    lab = y.notna().to_numpy()
+    return logreg(Xr[lab], y[lab].astype(str).to_numpy(), Xq)
+
+
+def transfer_g_features(ref, query):
+    """(g)'s features for transfer: (reference rows, query rows)."""
     import anndata as ad
 
     from napari_scai.preprocess import rna_features
@@ -171,9 +179,7 @@ def transfer_g(ref, query, ref_key):
         for _ in range(3):
             Xi = S @ Xi
         parts.append(np.asarray(Xi))
-    y = ref.obs[ref_key]
-    lab = y.notna().to_numpy()
-    return logreg(parts[0][lab], y[lab].astype(str).to_numpy(), parts[1])
+    return parts[0], parts[1]
 
 
 def bench_transfer(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from napari_scai.tl._transfer import _anchor_pairs  # noqa: E402
+
 CACHE = Path(os.environ.get("SCAI_TRANSFER_DEV_CACHE", "/tmp/transfer_dev"))
 DIRECTIONS = (("151673", "151674"), ("151674", "151673"))
 DEV_SEEDS = (100, 101)
@@ -30,7 +33,6 @@ def cache(seed: int, tag: str = "", w_align: float = 0.0, k: int = 10, smooth: i
     probabilities per direction, to CACHE/{ref}_{query}_{seed}{tag}.npz. ``w_align > 0``:
     MNN pairs (k, on the model input smoothed ``smooth`` rounds) pull sections together."""
     from _data import labels_of, load
-    from domains import knn_smoothing_operator
     from napari_scai.models._runtime import Runtime
     from napari_scai.models.domains import DomainConfig, preserve_global_random_state
     from napari_scai.tl._domains import _guided, _label_codes, _model_inputs
@@ -48,12 +50,9 @@ def cache(seed: int, tag: str = "", w_align: float = 0.0, k: int = 10, smooth: i
             G = spatial_graph(ref)
             lab = codes_ref.copy()
             border = np.zeros(lab.size, dtype=bool)
-            frontier = np.zeros(lab.size, dtype=bool)
             for c in np.unique(lab[lab >= 0]):
-                onehot = sp.csr_matrix((lab == c).astype(np.float32)[:, None])
-                near = np.asarray((G @ onehot).todense()).ravel() > 0
-                frontier |= near & (lab != c) & (lab >= 0)
-            border |= frontier
+                near = np.asarray(G @ (lab == c).astype(np.float32)).ravel() > 0
+                border |= near & (lab != c) & (lab >= 0)
             for _ in range(erode - 1):
                 border |= np.asarray(G @ border.astype(np.float32)).ravel() > 0
             codes_ref = np.where(border, -1, codes_ref)
@@ -63,15 +62,7 @@ def cache(seed: int, tag: str = "", w_align: float = 0.0, k: int = 10, smooth: i
         cfg = DomainConfig(
             **{**dict(hidden_dim=128, latent_dim=32, epochs=300, lr=1e-3, w_align=w_align), **extra}
         )
-
-        def pairs_of(feats, sample, A):
-            from napari_scai.graph import mutual_nearest_pairs, normalize_adjacency
-
-            X = np.asarray(feats, dtype=np.float64)
-            S = normalize_adjacency(A, self_loops=True, kind="row")
-            for _ in range(smooth):
-                X = np.asarray(S @ X)
-            return mutual_nearest_pairs(X, sample, k=k)
+        pairs_of = partial(_anchor_pairs, k=k, smooth_rounds=smooth)
 
         with preserve_global_random_state():
             rt = Runtime(device="cpu", seed=seed)
@@ -90,7 +81,7 @@ def cache(seed: int, tag: str = "", w_align: float = 0.0, k: int = 10, smooth: i
         xy = np.vstack([ref.obsm["spatial"][:, :2], q.obsm["spatial"][:, :2]])
         tq = q.obs[labels_of(qname)].astype(str).to_numpy()
         # (g): the benchmark's reference figure, with its full probability matrix
-        Pg = g_proba(ref, q, labels_of(rname), names, knn_smoothing_operator)
+        Pg = g_proba(ref, q, labels_of(rname), names)
         np.savez(
             CACHE / f"{rname}_{qname}_{seed}{tag}.npz",
             P=P, Z=Z, sample=sample, feats=np.asarray(feats), codes=codes, names=np.array(names),
@@ -99,31 +90,19 @@ def cache(seed: int, tag: str = "", w_align: float = 0.0, k: int = 10, smooth: i
         print(f"cached {rname}->{qname} seed {seed}", flush=True)
 
 
-def g_proba(ref, query, ref_key, names, knn_smoothing_operator):
-    import anndata as ad
+def g_proba(ref, query, ref_key, names):
+    """(g) of ``benchmarks/domains_guided.py`` with its full probability matrix."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from napari_scai.preprocess import rna_features
+    from domains_guided import transfer_g_features
 
-    genes = ref.var_names.intersection(query.var_names, sort=False)
-    both = ad.concat(
-        [ref[:, genes].copy(), query[:, genes].copy()], label="_section", index_unique=":"
-    )
-    both.obs["_section"] = both.obs["_section"].astype(str)
-    X = rna_features(both, n_top_genes=3000, n_comps=30, batch_key="_section", key_added=None)
-    parts = []
-    for i, a in enumerate((ref, query)):
-        Xi = X[(both.obs["_section"] == str(i)).to_numpy()]
-        S = knn_smoothing_operator(np.asarray(a.obsm["spatial"], dtype=np.float64)[:, :2])
-        for _ in range(3):
-            Xi = S @ Xi
-        parts.append(np.asarray(Xi))
+    Xr, Xq = transfer_g_features(ref, query)
     y = ref.obs[ref_key]
     lab = y.notna().to_numpy()
-    sc = StandardScaler().fit(parts[0][lab])
-    clf = LogisticRegression(max_iter=2000).fit(sc.transform(parts[0][lab]), y[lab].astype(str))
-    Pq = clf.predict_proba(sc.transform(parts[1]))
+    sc = StandardScaler().fit(Xr[lab])
+    clf = LogisticRegression(max_iter=2000).fit(sc.transform(Xr[lab]), y[lab].astype(str))
+    Pq = clf.predict_proba(sc.transform(Xq))
     order = [list(clf.classes_).index(c) for c in names]
     return Pq[:, order]
 
@@ -193,7 +172,6 @@ def cache_selftrain(
     """Second round: the query's confident calls of a cached first round (per predicted class,
     confidence at or above the class's ``quantile``) join the reference labels."""
     from _data import load
-    from napari_scai.graph import mutual_nearest_pairs, normalize_adjacency
     from napari_scai.models._runtime import Runtime
     from napari_scai.models.domains import DomainConfig, preserve_global_random_state
     from napari_scai.tl._domains import _guided
@@ -213,13 +191,7 @@ def cache_selftrain(
         codes = d["codes"].copy()
         codes[qm] = pseudo
         cfg = DomainConfig(hidden_dim=128, latent_dim=32, epochs=300, lr=1e-3, w_align=w_align)
-
-        def pairs_of(feats, sample, A):
-            X = np.asarray(feats, dtype=np.float64)
-            S = normalize_adjacency(A, self_loops=True, kind="row")
-            for _ in range(smooth):
-                X = np.asarray(S @ X)
-            return mutual_nearest_pairs(X, sample, k=k)
+        pairs_of = partial(_anchor_pairs, k=k, smooth_rounds=smooth)
 
         with preserve_global_random_state():
             rt = Runtime(device="cpu", seed=seed)

@@ -71,15 +71,22 @@ def gene_overlap(reference: Any, queries: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def _anchor_pairs(feats: np.ndarray, sample: np.ndarray, A: Any) -> np.ndarray:
+def _anchor_pairs(
+    feats: np.ndarray,
+    sample: np.ndarray,
+    A: Any,
+    *,
+    k: int = ALIGN_K,
+    smooth_rounds: int = ALIGN_SMOOTH_ROUNDS,
+) -> np.ndarray:
     """Reference-query mutual nearest neighbours on the spatially smoothed model input."""
     from napari_scai.graph import mutual_nearest_pairs, normalize_adjacency
 
     X = np.asarray(feats, dtype=np.float32)
     S = normalize_adjacency(A, self_loops=True, kind="row")
-    for _ in range(ALIGN_SMOOTH_ROUNDS):
+    for _ in range(int(smooth_rounds)):
         X = np.asarray(S @ X, dtype=np.float32)
-    return mutual_nearest_pairs(X, sample, k=ALIGN_K, reference=0)
+    return mutual_nearest_pairs(X, sample, k=k, reference=0)
 
 
 def transfer_labels(
